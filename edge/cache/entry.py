@@ -1,0 +1,99 @@
+"""A stored response and the Vary container that holds several of them.
+
+An Entry is immutable once stored except for ``wire``, where protocol adapters
+memoise their own serialisation of the head (built once per entry, patched
+per request), so the cache never needs to know about HTTP/1.1 or QPACK.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.cache.freshness import Policy
+from edge.http.fields import Headers
+
+ENTRY_OVERHEAD = 512
+"""Bytes charged per entry beyond body and headers, for Python object overhead."""
+
+
+class Entry:
+    """One stored response (RFC 9111 §3)."""
+
+    __slots__ = (
+        "body",
+        "corrected_initial_age",
+        "etag",
+        "fresh_until",
+        "headers",
+        "key",
+        "last_modified",
+        "policy",
+        "reason",
+        "response_time",
+        "status",
+        "vary",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        key: bytes,
+        status: int,
+        reason: bytes,
+        headers: Headers,
+        body: bytes,
+        policy: Policy,
+        response_time: float,
+        corrected_initial_age: float,
+        vary: tuple[bytes, ...] = (),
+    ) -> None:
+        self.key = key
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        """Stored header fields: hop-by-hop, Age and private-named fields already removed."""
+        self.body = body
+        self.policy = policy
+        self.response_time = response_time
+        """When the response arrived (epoch seconds)."""
+        self.corrected_initial_age = corrected_initial_age
+        self.fresh_until = response_time + policy.lifetime - corrected_initial_age
+        """Epoch second at which age reaches the lifetime: fresh while ``now < fresh_until``."""
+        self.vary = vary
+        """Lower-cased Vary field names, () when the response does not vary."""
+        self.etag: bytes | None = None
+        self.last_modified: bytes | None = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"etag":
+                self.etag = value
+            elif lname == b"last-modified":
+                self.last_modified = value
+        self.wire: dict[str, Any] = {}
+        """Adapter-private memo of serialised heads, keyed by adapter name."""
+
+    def age(self, now: float) -> int:
+        """Current age in whole seconds (RFC 9111 §4.2.3), for the Age field."""
+        return int(self.corrected_initial_age + (now - self.response_time))
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+    @property
+    def charge(self) -> int:
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
+
+
+class Variants:
+    """All stored responses for one primary key whose response carried Vary."""
+
+    __slots__ = ("by_secondary", "names")
+
+    def __init__(self, names: tuple[bytes, ...]) -> None:
+        self.names = names
+        """The Vary names the newest response listed; older variants keep their own."""
+        self.by_secondary: dict[bytes, Entry] = {}
+
+    @property
+    def charge(self) -> int:
+        return sum(e.charge for e in self.by_secondary.values())

@@ -1,0 +1,93 @@
+"""Freshness lifetime and age (RFC 9111 §4.2, RFC 9213 targeted fields).
+
+Rules this module guarantees:
+- the lifetime comes from s-maxage, then max-age, then Expires − Date, then a
+  heuristic (10% of Date − Last-Modified, capped) for heuristically cacheable
+  statuses or ``public`` responses; a malformed or duplicated value means
+  "already stale" (lifetime 0);
+- a targeted field (Edge-Cache-Control, then CDN-Cache-Control) with any valid
+  directive replaces Cache-Control *and* Expires for this node (RFC 9213 §2.1);
+- a response is fresh only while its lifetime is strictly greater than its age.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.http.cache_control import INVALID, Directives, parse_cache_control
+from edge.http.dates import parse_http_date
+from edge.http.fields import Headers, get_all, get_one
+
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+"""Status codes cacheable by default (RFC 9110 §15.1)."""
+
+HEURISTIC_FRACTION = 0.1
+HEURISTIC_CAP = 86400.0
+"""A day, the cap Squid and Varnish use for the Last-Modified heuristic."""
+
+TARGETED_FIELDS = (b"edge-cache-control", b"cdn-cache-control")
+"""RFC 9213 target list for this node, most specific first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The directives and lifetime this node applies to one stored response."""
+
+    directives: Directives
+    """Effective directives: the targeted field's if it had one, else Cache-Control."""
+    lifetime: float
+    """Freshness lifetime in seconds (0 when none or invalid)."""
+    explicit: bool
+    """True when the lifetime came from a directive or Expires, not the heuristic."""
+    targeted: bool
+    """True when a targeted field (RFC 9213) set the policy."""
+
+
+def effective_directives(headers: Headers) -> tuple[Directives, bool]:
+    """The directives this node obeys, and whether they came from a targeted field."""
+    for name in TARGETED_FIELDS:
+        values = get_all(headers, name)
+        if values:
+            directives = parse_cache_control(values)
+            if directives:
+                return directives, True
+    return parse_cache_control(get_all(headers, b"cache-control")), False
+
+
+def freshness_policy(status: int, headers: Headers, date: float) -> Policy:
+    """Compute the freshness lifetime of a response whose Date is ``date``."""
+    directives, targeted = effective_directives(headers)
+    for name in (b"s-maxage", b"max-age"):
+        delta = directives.delta(name)
+        if delta is not None:
+            return Policy(directives, 0.0 if delta == INVALID else float(delta), True, targeted)
+    if not targeted:
+        expires_values = get_all(headers, b"expires")
+        if expires_values:
+            if len(expires_values) > 1:
+                return Policy(directives, 0.0, True, targeted)
+            expires = parse_http_date(expires_values[0])
+            # An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
+            lifetime = 0.0 if expires is None else max(0.0, expires - date)
+            return Policy(directives, lifetime, True, targeted)
+    if status in HEURISTIC_STATUSES or b"public" in directives:
+        last_modified_raw = get_one(headers, b"last-modified")
+        last_modified = parse_http_date(last_modified_raw) if last_modified_raw else None
+        if last_modified is not None and last_modified < date:
+            lifetime = min(HEURISTIC_CAP, (date - last_modified) * HEURISTIC_FRACTION)
+            return Policy(directives, lifetime, False, targeted)
+    return Policy(directives, 0.0, False, targeted)
+
+
+def corrected_initial_age(
+    age_header: bytes | None, date: float, request_time: float, response_time: float
+) -> float:
+    """RFC 9111 §4.2.3: the age a response already had when it arrived."""
+    apparent_age = max(0.0, response_time - date)
+    age_value = 0
+    if age_header is not None:
+        raw = age_header.split(b",")[0].strip()
+        if raw.isdigit():
+            age_value = int(raw)
+    response_delay = max(0.0, response_time - request_time)
+    return max(apparent_age, age_value + response_delay)

@@ -1,0 +1,38 @@
+"""Cache keys: the primary key (RFC 9111 §2) and Vary's secondary key (§4.1).
+
+Everything that decides *which stored response a request may match* lives here.
+"""
+
+from __future__ import annotations
+
+from edge.http.fields import split_list
+from edge.http.message import Request
+
+
+def primary_key(req: Request) -> bytes:
+    """scheme://host + target. The target is kept as received so distinct queries stay distinct."""
+    return req.scheme + b"://" + req.host + req.target
+
+
+def vary_names(values: list[bytes]) -> tuple[bytes, ...] | None:
+    """Lower-cased, de-duplicated, sorted Vary field names; None for ``Vary: *``."""
+    names = {n.lower() for n in split_list(values)}
+    if b"*" in names:
+        return None
+    return tuple(sorted(names))
+
+
+def _normalise(value: bytes) -> bytes:
+    # RFC 9111 §4.1: whitespace and list-member differences do not make a
+    # different variant; case of the value is significant for most fields.
+    return b",".join(m for m in split_list([value]))
+
+
+def secondary_key(req: Request, names: tuple[bytes, ...]) -> bytes:
+    """The request's values for the Vary fields, normalised, in ``names`` order."""
+    fields = req.fields
+    parts = []
+    for name in names:
+        value = fields.get(name)
+        parts.append(b"\x00" if value is None else _normalise(value))
+    return b"\x01".join(parts)

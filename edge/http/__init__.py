@@ -1,0 +1,1 @@
+"""Parsing and formatting of HTTP header fields. No I/O lives here."""

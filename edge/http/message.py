@@ -1,0 +1,72 @@
+"""The protocol-neutral request every adapter hands to the core."""
+
+from __future__ import annotations
+
+from edge.http.fields import Headers
+
+
+class Request:
+    """One client request, whichever protocol it arrived on.
+
+    Adapters fill it once; the core never re-parses the wire. ``fields`` maps
+    each lower-case field name to its combined value (RFC 9110 §5.3) so rule
+    code can look fields up without scanning ``headers``.
+    """
+
+    __slots__ = ("body", "client", "fields", "headers", "host", "http_version", "method", "scheme", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        fields: dict[bytes, bytes],
+        *,
+        scheme: bytes = b"http",
+        host: bytes = b"",
+        client: str = "",
+        http_version: str = "1.1",
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        """Request method as sent, e.g. ``b"GET"`` (methods are case-sensitive)."""
+        self.target = target
+        """Origin-form target: path plus optional ``?query``, exactly as received."""
+        self.headers = headers
+        """All header fields in wire order, names as received."""
+        self.fields = fields
+        """Lower-case name → combined value."""
+        self.scheme = scheme
+        self.host = host
+        """Lower-cased authority from Host / :authority, default port removed."""
+        self.client = client
+        """Client address, for X-Forwarded-For and logs."""
+        self.http_version = http_version
+        self.body = body
+        """The request body, buffered (bounded by config.max_request_body)."""
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {self.scheme!r}://{self.host!r}{self.target!r})"
+
+
+def fields_of(headers: Headers) -> dict[bytes, bytes]:
+    """Build the lower-case lookup map for ``headers``, combining repeats with ", "."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in fields:
+            # Cookie is the one field RFC 9110 §5.3 says to combine with "; ".
+            sep = b"; " if lname == b"cookie" else b", "
+            fields[lname] = fields[lname] + sep + value
+        else:
+            fields[lname] = value
+    return fields
+
+
+def normalize_host(host: bytes, scheme: bytes) -> bytes:
+    """Lower-case a Host value and drop the scheme's default port."""
+    host = host.strip().lower()
+    default = b":80" if scheme == b"http" else b":443"
+    if host.endswith(default):
+        host = host[: -len(default)]
+    return host

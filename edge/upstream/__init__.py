@@ -1,0 +1,1 @@
+"""Talking to the shield or origin: the pooled client, fills and collapsing."""
