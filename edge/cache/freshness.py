@@ -1,8 +1,8 @@
 """Freshness lifetime and age (RFC 9111 §4.2, RFC 9213 targeted fields).
 
 Rules this module guarantees:
-- the lifetime comes from s-maxage, then max-age, then Expires − Date, then a
-  heuristic (10% of Date − Last-Modified, capped) for heuristically cacheable
+- the lifetime comes from s-maxage, then max-age, then Expires - Date, then a
+  heuristic (10% of Date - Last-Modified, capped) for heuristically cacheable
   statuses or ``public`` responses; a malformed or duplicated value means
   "already stale" (lifetime 0);
 - a targeted field (Edge-Cache-Control, then CDN-Cache-Control) with any valid

@@ -13,7 +13,17 @@ class Request:
     code can look fields up without scanning ``headers``.
     """
 
-    __slots__ = ("body", "client", "fields", "headers", "host", "http_version", "method", "scheme", "target")
+    __slots__ = (
+        "body",
+        "client",
+        "fields",
+        "headers",
+        "host",
+        "http_version",
+        "method",
+        "scheme",
+        "target",
+    )
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -114,8 +115,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -183,9 +184,7 @@ class _Connection(asyncio.Protocol):
             self.body_done = True
         else:
             names = {k.lower() for k, _ in self.headers}
-            self.eof_delimited = (
-                b"content-length" not in names and b"transfer-encoding" not in names
-            )
+            self.eof_delimited = b"content-length" not in names and b"transfer-encoding" not in names
         assert self.head is not None
         if not self.head.done():
             self.head.set_result(None)
@@ -266,9 +265,7 @@ class UpstreamPool:
                     lambda: _Connection(self), self.target.host, self.target.port
                 )
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"connect to {self.target.host}:{self.target.port} timed out"
-            ) from None
+            raise UpstreamTimeout(f"connect to {self.target.host}:{self.target.port} timed out") from None
         except OSError as exc:
             raise UpstreamError(
                 f"cannot connect to {self.target.host}:{self.target.port}: {exc.strerror or exc}"
@@ -325,9 +322,7 @@ class UpstreamPool:
                 await conn.head
         except TimeoutError:
             conn.abort()
-            raise UpstreamTimeout(
-                f"upstream sent no response head within {self.read_timeout:g}s"
-            ) from None
+            raise UpstreamTimeout(f"upstream sent no response head within {self.read_timeout:g}s") from None
         return UpstreamResponse(conn, conn.status, conn.reason, conn.headers)
 
     def close(self) -> None:

@@ -1,0 +1,141 @@
+"""Typed configuration: TOML file, then ``EDGE_*`` environment variables, then flags.
+
+Every setting is a field of :class:`Config` with its default and a one-line
+help text; the CLI, the env reader and the TOML loader all derive from that
+one table, so a setting cannot exist in one place and not the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.upstream.client import UpstreamTarget
+
+
+class ConfigError(ValueError):
+    """A setting has a value the node cannot run with."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}  # fmt: skip
+
+
+def parse_size(value: str | int) -> int:
+    """``"512MiB"`` → 536870912; plain integers are bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(value)
+    if not m:
+        raise ConfigError(f"not a size: {value!r} (use e.g. 512MiB, 2GiB, 65536)")
+    unit = (m.group(2) or "").lower().rstrip("b")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"``, ``"[::1]:8080"`` or ``":8080"`` → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"listen address must be HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _opt(default: Any, help: str, kind: str = "str") -> Any:
+    return field(default=default, metadata={"help": help, "kind": kind})
+
+
+@dataclass
+class Config:
+    """All settings of one edge node."""
+
+    upstream: str = _opt("", "URL of the shield or origin that misses are fetched from")
+    listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
+    cache_size: int = _opt(512 * 1024**2, "memory for cached objects (e.g. 512MiB)", "size")
+    name: str = _opt("edge", "this node's name in Cache-Status and Via")
+    workers: int = _opt(1, "worker processes sharing the port (SO_REUSEPORT)", "int")
+    connect_timeout: float = _opt(5.0, "seconds to connect to the upstream", "float")
+    read_timeout: float = _opt(30.0, "seconds to wait for upstream bytes before 504", "float")
+    max_object_size: int = _opt(64 * 1024**2, "largest response stored in the cache", "size")
+    max_request_body: int = _opt(16 * 1024**2, "largest request body accepted (413 beyond)", "size")
+    max_request_line: int = _opt(8192, "longest request target (414 beyond)", "size")
+    max_header_bytes: int = _opt(32768, "largest request header block (431 beyond)", "size")
+    max_header_count: int = _opt(100, "most request header fields (431 beyond)", "int")
+    pass_ttl: float = _opt(120.0, "seconds a key known to be uncacheable skips collapsing", "float")
+    upstream_host: str = _opt("", "Host sent upstream; empty keeps the client's Host")
+
+    def upstream_target(self) -> UpstreamTarget:
+        if not self.upstream:
+            raise ConfigError("no upstream configured: pass --upstream http://HOST:PORT")
+        try:
+            return UpstreamTarget.from_url(self.upstream)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def validate(self) -> None:
+        self.upstream_target()
+        parse_listen(self.listen)
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.cache_size < 1024 * 1024:
+            raise ConfigError("cache_size must be at least 1MiB")
+
+
+def settings() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Config))
+
+
+def coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = f.metadata["kind"]
+    try:
+        if kind == "size":
+            return parse_size(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{f.name}: {exc}") from None
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge file, environment and flags (later wins) into a validated Config."""
+    values: dict[str, Any] = {}
+    by_name = {f.name: f for f in settings()}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+        table = data.get("edge", data)
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise ConfigError(f"unknown setting {key!r} in {path}")
+            values[name] = coerce(by_name[name], value)
+    env = os.environ if env is None else env
+    for name, f in by_name.items():
+        raw = env.get("EDGE_" + name.upper())
+        if raw is not None and raw != "":
+            values[name] = coerce(f, raw)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = coerce(by_name[name], value)
+    config = Config(**values)
+    config.validate()
+    return config

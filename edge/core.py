@@ -1,0 +1,455 @@
+"""The protocol-neutral request handler every adapter calls.
+
+It joins the sans-I/O rules in ``edge.cache`` with the I/O of
+``edge.upstream``: look up, serve a hit, or join/start the one fill for a key.
+
+Guarantees:
+- a fresh hit is answered synchronously through :meth:`EdgeCore.fresh_hit`
+  (no await, no per-request framework objects);
+- concurrent misses for one key make one upstream request; when the response
+  turns out not storable or its Vary does not match, the others go upstream
+  on their own, and the key is remembered as pass for ``pass_ttl`` seconds;
+- a body is stored only when it arrived whole; a truncated upstream body
+  aborts the client connections instead of ending them cleanly;
+- upstream failures become 502 (unreachable, broken) or 504 (timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import cachetools
+
+from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
+from edge.cache.entry import Entry, Variants
+from edge.cache.freshness import corrected_initial_age, freshness_policy
+from edge.cache.key import primary_key, secondary_key, vary_names
+from edge.cache.reuse import Reuse, decide_reuse, request_directives
+from edge.cache.storability import fields_to_strip, why_not_storable
+from edge.cache.store import Store, make_store
+from edge.config import Config
+from edge.http.dates import format_http_date, parse_http_date
+from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, get_all, get_one
+from edge.http.message import Request
+from edge.serve.sink import ResponseSink
+from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamTimeout
+from edge.upstream.fill import Fill
+
+GET, HEAD = b"GET", b"HEAD"
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+SLOW_PATH_FIELDS = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+    }
+)
+"""Request fields whose rules live in :meth:`EdgeCore.serve`; their presence skips the fast hit."""
+
+FILL_DROPPED_FIELDS = frozenset(
+    {
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+    }
+)
+"""Client preconditions and ranges are answered here, not forwarded on a fill (it wants the whole 200)."""
+
+NOT_STORED_FIELDS = HOP_BY_HOP | {b"content-length", b"age", b"x-cache"}
+
+RESPONSE_DEPENDENT = frozenset({"private", "no-store", "set-cookie", "vary-star", "no-freshness", "status"})
+"""Reasons that hold for every client asking for the key, so the key becomes hit-for-pass."""
+
+MAX_VARIANTS = 32
+
+
+class EdgeCore:
+    """One node's cache and upstream, shared by every protocol adapter."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store | None = None,
+        pool: UpstreamPool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store = store if store is not None else make_store(config.cache_size)
+        target = config.upstream_target()
+        self.pool = pool or UpstreamPool(
+            target, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
+        )
+        self.upstream_host = (config.upstream_host or "").encode() or None
+        self.default_host = target.host_header
+        self.name = config.name.encode()
+        self.via = b"1.1 " + self.name
+        self.hit_fields: Headers = [(b"Cache-Status", self.name + b"; hit"), (b"X-Cache", b"HIT")]
+        """Fields every fresh hit carries besides Age; adapters serialise them once per entry."""
+        self.fills: dict[bytes, Fill] = {}
+        self.pass_keys: cachetools.TTLCache[bytes, str] = cachetools.TTLCache(
+            maxsize=65536, ttl=config.pass_ttl, timer=clock
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.upstream_requests = 0
+
+    # -- lookup --------------------------------------------------------------
+    def _lookup(self, req: Request, key: bytes) -> tuple[Entry | None, bool]:
+        """The stored response matching ``req``, and whether the URL has variants at all."""
+        obj = self.store.get(key)
+        if obj is None:
+            return None, False
+        if type(obj) is Variants:
+            return obj.by_secondary.get(secondary_key(req, obj.names)), True
+        return obj, False
+
+    def fresh_hit(self, req: Request, now: float) -> Entry | None:
+        """The entry to send as is, or None when :meth:`serve` must decide. Never awaits."""
+        method = req.method
+        if (method != GET and method != HEAD) or not req.fields.keys().isdisjoint(SLOW_PATH_FIELDS):
+            return None
+        obj = self.store.get(req.scheme + b"://" + req.host + req.target)
+        if obj is None:
+            return None
+        if type(obj) is Variants:
+            obj = obj.by_secondary.get(secondary_key(req, obj.names))
+            if obj is None:
+                return None
+        if now < obj.fresh_until:
+            return obj
+        return None
+
+    # -- the full path -------------------------------------------------------
+    async def serve(self, req: Request, sink: ResponseSink) -> None:
+        """Answer ``req`` on ``sink``: hit, revalidation, collapsed fill or pass."""
+        if req.method not in (GET, HEAD):
+            await self._forward(req, sink, b"fwd=request")
+            return
+        now = self.clock()
+        key = primary_key(req)
+        request_cc = request_directives(req)
+        entry, has_variants = self._lookup(req, key)
+        if entry is not None:
+            reuse = decide_reuse(entry, request_cc, now)
+            if reuse is Reuse.FRESH:
+                await self._send_entry(req, sink, entry, now, self.name + b"; hit")
+                return
+            if reuse is Reuse.STALE_ALLOWED:
+                await self._send_entry(req, sink, entry, now, self.name + b"; hit; detail=stale")
+                return
+        if b"only-if-cached" in request_cc:
+            await self._send_error(sink, req, 504, b"fwd=miss; detail=only-if-cached", "not in cache")
+            return
+        if entry is not None:
+            fwd = b"fwd=request" if b"no-cache" in request_cc or b"max-age" in request_cc else b"fwd=stale"
+        else:
+            fwd = b"fwd=vary-miss" if has_variants else b"fwd=uri-miss"
+        if key in self.pass_keys:
+            await self._forward(req, sink, fwd + b"; detail=pass")
+            return
+        await self._via_fill(req, sink, key, fwd)
+
+    async def _via_fill(self, req: Request, sink: ResponseSink, key: bytes, fwd: bytes) -> None:
+        fill = self.fills.get(key)
+        collapsed = fill is not None
+        if fill is None:
+            fill = Fill(key)
+            self.fills[key] = fill
+            task = asyncio.get_running_loop().create_task(self._run_fill(fill, req, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            await asyncio.shield(fill.head)
+        except UpstreamError as exc:
+            if collapsed:
+                # The leader's fetch failed; this client tries on its own rather than share a 502.
+                await self._forward(req, sink, fwd)
+                return
+            await self._send_upstream_error(sink, req, fwd, exc)
+            return
+        if collapsed and (
+            fill.not_storable is not None
+            or fill.vary is None
+            or (fill.vary and secondary_key(req, fill.vary) != fill.secondary)
+        ):
+            await self._forward(req, sink, fwd)
+            return
+        status = self.name + b"; " + fwd + b"; fwd-status=%d" % fill.status
+        if fill.not_storable is None:
+            status += b"; stored"
+        else:
+            status += b"; detail=" + fill.not_storable.encode()
+        if collapsed:
+            status += b"; collapsed"
+        headers = [*fill.headers, (b"Age", b"0"), (b"Cache-Status", status), (b"X-Cache", b"MISS")]
+        if self._answer_not_modified(req, sink, fill.status, fill.headers, headers):
+            return
+        sink.start(fill.status, fill.reason, headers, fill.length)
+        if req.method == HEAD:
+            sink.end()
+            return
+        try:
+            async for chunk in fill.tail():
+                await sink.write(chunk)
+        except UpstreamError:
+            sink.abort()
+            return
+        sink.end()
+
+    async def _run_fill(self, fill: Fill, req: Request, leader: ResponseSink) -> None:
+        """Fetch ``fill.key`` once, stream it into ``fill`` and store it if allowed."""
+        key = fill.key
+        why: str | None = None
+        try:
+            headers = self._upstream_headers(req, drop=FILL_DROPPED_FIELDS)
+            request_time = self.clock()
+            self.upstream_requests += 1
+            try:
+                resp = await self.pool.request(GET, req.target, headers, on_interim=leader.interim)
+            except UpstreamError as exc:
+                fill.fail_head(exc)
+                return
+            response_time = self.clock()
+            stored, date = self._stored_fields(resp.headers, response_time)
+            policy = freshness_policy(resp.status, stored, date)
+            why = why_not_storable(req, resp.status, stored, policy)
+            fill.vary = vary_names(get_all(stored, b"vary"))
+            if fill.vary:
+                fill.secondary = secondary_key(req, fill.vary)
+            fill.length = _declared_length(resp.headers)
+            if why is None and fill.length is not None and fill.length > self.config.max_object_size:
+                why = "too-large"
+            strip = fields_to_strip(policy)
+            if strip:
+                stored = [(k, v) for k, v in stored if k.lower() not in strip]
+            fill.status, fill.reason, fill.headers = resp.status, resp.reason, stored
+            fill.not_storable = why
+            if why is not None:
+                self._drop_fill(fill)
+                if why in RESPONSE_DEPENDENT:
+                    self.pass_keys[key] = why
+            fill.set_head()
+            try:
+                async for chunk in resp.chunks():
+                    fill.append(chunk)
+                    if why is None and fill.size > self.config.max_object_size:
+                        why = "too-large"
+                        self._drop_fill(fill)
+            except UpstreamError as exc:
+                fill.fail(exc)
+                return
+            finally:
+                resp.close()
+            fill.finish()
+            if why is None:
+                body = b"".join(fill.chunks)
+                if fill.length is None or len(body) == fill.length:
+                    age0 = corrected_initial_age(
+                        get_one(resp.headers, b"age"), date, request_time, response_time
+                    )
+                    entry = Entry(
+                        key, resp.status, resp.reason, stored, body, policy, response_time,
+                        age0, fill.vary or (),
+                    )  # fmt: skip
+                    self._store_entry(entry, fill.secondary)
+        except Exception as exc:  # never leave readers waiting on a broken fill
+            fill.fail_head(exc if isinstance(exc, UpstreamError) else UpstreamError(repr(exc)))
+            fill.fail(UpstreamError(repr(exc)))
+            raise
+        finally:
+            self._drop_fill(fill)
+
+    def _drop_fill(self, fill: Fill) -> None:
+        if self.fills.get(fill.key) is fill:
+            del self.fills[fill.key]
+
+    def _store_entry(self, entry: Entry, secondary: bytes) -> None:
+        if not entry.vary:
+            self.store.put(entry.key, entry, entry.charge)
+            return
+        current = self.store.peek(entry.key)
+        if type(current) is Variants and current.names == entry.vary:
+            variants = current
+        else:
+            variants = Variants(entry.vary)
+        variants.by_secondary.pop(secondary, None)
+        variants.by_secondary[secondary] = entry
+        while len(variants.by_secondary) > MAX_VARIANTS:
+            del variants.by_secondary[next(iter(variants.by_secondary))]
+        self.store.put(entry.key, variants, variants.charge)
+
+    # -- pass-through --------------------------------------------------------
+    async def _forward(self, req: Request, sink: ResponseSink, fwd: bytes) -> None:
+        """Send ``req`` upstream as is and relay the answer; nothing is stored."""
+        headers = self._upstream_headers(req, drop=frozenset())
+        self.upstream_requests += 1
+        try:
+            resp = await self.pool.request(req.method, req.target, headers, req.body, on_interim=sink.interim)
+        except UpstreamError as exc:
+            await self._send_upstream_error(sink, req, fwd, exc)
+            return
+        try:
+            fields, _ = self._stored_fields(resp.headers, self.clock())
+            status = self.name + b"; " + fwd + b"; fwd-status=%d" % resp.status
+            fields += [(b"Cache-Status", status), (b"X-Cache", b"MISS")]
+            sink.start(resp.status, resp.reason, fields, _declared_length(resp.headers))
+            if req.method != HEAD:
+                try:
+                    async for chunk in resp.chunks():
+                        await sink.write(chunk)
+                except UpstreamError:
+                    sink.abort()
+                    return
+            sink.end()
+        finally:
+            resp.close()
+        if req.method not in SAFE_METHODS and 200 <= resp.status < 400:
+            self._invalidate_after_unsafe(req, resp.headers)
+
+    def _invalidate_after_unsafe(self, req: Request, headers: Headers) -> None:
+        """RFC 9111 §4.4: drop the target and same-origin Location / Content-Location."""
+        self.store.pop(primary_key(req), None)
+        for name in (b"location", b"content-location"):
+            value = get_one(headers, name)
+            if not value:
+                continue
+            parts = urlsplit(value.decode("latin-1"))
+            if parts.netloc and parts.netloc.lower().encode() != req.host:
+                continue
+            if parts.scheme and parts.scheme.encode() != req.scheme:
+                continue
+            if not parts.path.startswith("/"):
+                continue
+            target = parts.path + ("?" + parts.query if parts.query else "")
+            self.store.pop(req.scheme + b"://" + req.host + target.encode("latin-1"), None)
+
+    # -- response building ---------------------------------------------------
+    async def _send_entry(
+        self, req: Request, sink: ResponseSink, entry: Entry, now: float, status: bytes
+    ) -> None:
+        headers = [
+            *entry.headers,
+            (b"Age", b"%d" % entry.age(now)),
+            (b"Cache-Status", status),
+            (b"X-Cache", b"HIT"),
+        ]
+        if self._answer_not_modified(req, sink, entry.status, entry.headers, headers):
+            return
+        sink.start(entry.status, entry.reason, headers, len(entry.body))
+        if req.method != HEAD:
+            await sink.write(entry.body)
+        sink.end()
+
+    def _answer_not_modified(
+        self, req: Request, sink: ResponseSink, status: int, stored: Headers, out: Headers
+    ) -> bool:
+        """Answer 304 when the client's own validator matches; True if it did."""
+        if status != 200 or (b"if-none-match" not in req.fields and b"if-modified-since" not in req.fields):
+            return False
+        etag = get_one(stored, b"etag")
+        last_modified = get_one(stored, b"last-modified")
+        if not is_not_modified(req, etag, last_modified):
+            return False
+        keep = NOT_MODIFIED_FIELDS | {b"age", b"cache-status", b"x-cache", b"via"}
+        sink.start(304, b"Not Modified", [(k, v) for k, v in out if k.lower() in keep], None)
+        sink.end()
+        return True
+
+    def _stored_fields(self, upstream: Headers, response_time: float) -> tuple[Headers, float]:
+        """End-to-end fields to keep and relay, with Date ensured and our Via added."""
+        named = connection_tokens(upstream)
+        fields = [
+            (k, v) for k, v in upstream if (lk := k.lower()) not in NOT_STORED_FIELDS and lk not in named
+        ]
+        date_raw = get_one(fields, b"date")
+        date = parse_http_date(date_raw) if date_raw is not None else None
+        if date is None:
+            # RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches or forwards.
+            date = response_time
+            if date_raw is None:
+                fields.append((b"Date", format_http_date(response_time)))
+        fields.append((b"Via", self.via))
+        return fields, date
+
+    def _upstream_headers(self, req: Request, drop: frozenset[bytes]) -> Headers:
+        named = connection_tokens(req.headers)
+        out: Headers = []
+        forwarded_for = None
+        for name, value in req.headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname in named or lname in drop:
+                continue
+            if lname == b"host":
+                if self.upstream_host:
+                    value = self.upstream_host
+            elif lname == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            elif lname == b"content-length":
+                continue  # re-framed by the client from the buffered body
+            out.append((name, value))
+        if b"host" not in req.fields:
+            out.insert(0, (b"Host", self.upstream_host or req.host or self.default_host))
+        client = req.client.encode()
+        out.append((b"X-Forwarded-For", forwarded_for + b", " + client if forwarded_for else client))
+        if b"x-forwarded-proto" not in req.fields:
+            out.append((b"X-Forwarded-Proto", req.scheme))
+        out.append((b"Via", (req.http_version.encode() + b" " + self.name)))
+        return out
+
+    async def _send_upstream_error(
+        self, sink: ResponseSink, req: Request, fwd: bytes, exc: UpstreamError
+    ) -> None:
+        if isinstance(exc, UpstreamTimeout):
+            await self._send_error(sink, req, 504, fwd + b"; detail=upstream-timeout", str(exc))
+        else:
+            await self._send_error(sink, req, 502, fwd + b"; detail=upstream-error", str(exc))
+
+    async def _send_error(
+        self, sink: ResponseSink, req: Request, status: int, cache_status: bytes, why: str
+    ) -> None:
+        body = f"{status} {_REASONS[status].decode()}: {why}\n".encode()
+        headers = [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Cache-Control", b"no-store"),
+            (b"Date", format_http_date(self.clock())),
+            (b"Cache-Status", self.name + b"; " + cache_status),
+            (b"X-Cache", b"MISS"),
+        ]
+        sink.start(status, _REASONS[status], headers, len(body))
+        if req.method != HEAD:
+            await sink.write(body)
+        sink.end()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.pool.close()
+
+
+_REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout"}
+
+
+def _declared_length(headers: Headers) -> int | None:
+    if get_one(headers, b"transfer-encoding") is not None:
+        return None
+    values = get_all(headers, b"content-length")
+    if not values:
+        return None
+    distinct = {v.strip() for value in values for v in value.split(b",")}
+    if len(distinct) != 1:
+        return None
+    raw = distinct.pop()
+    return int(raw) if raw.isdigit() else None

@@ -1,0 +1,86 @@
+"""``edge demo``: the bundled sample site behind an origin, and an edge in front of it."""
+
+from __future__ import annotations
+
+import atexit
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge import config as edge_config
+from edge.config import Config, ConfigError, parse_listen
+
+
+def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _sample_urls(root: Path, base: str) -> list[str]:
+    wanted = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.endswith((".br", ".gz", ".zst")):
+            wanted.append(base + "/" + path.relative_to(root).as_posix())
+    return wanted
+
+
+def run_demo(
+    origin_listen: str,
+    listen: str,
+    cache_size: str,
+    fail: Callable[[str], int],
+    run: Callable[[Config, str], int],
+) -> int:
+    """Start the origin as a child process, then run the edge in this one."""
+    from origin.sample import ensure_sample_site
+
+    try:
+        origin_host, origin_port = parse_listen(origin_listen)
+        parse_listen(listen)
+        root = ensure_sample_site()
+    except (ConfigError, OSError) as exc:
+        return fail(str(exc))
+    origin = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from origin.cli import main; sys.exit(main())",
+         "serve", "--root", str(root), "--listen", origin_listen],
+    )  # fmt: skip
+    atexit.register(origin.terminate)
+    if not _wait_for_port(origin_host, origin_port, origin, timeout=15):
+        origin.terminate()
+        return fail(f"the origin did not start on {origin_listen} (is the port in use?)")
+    try:
+        config = edge_config.load(
+            None,
+            {},
+            {"upstream": f"http://{origin_listen}", "listen": listen, "cache_size": cache_size},
+        )
+    except ConfigError as exc:
+        origin.terminate()
+        return fail(str(exc))
+    base = f"http://{listen}"
+    lines = [
+        f"origin: http://{origin_listen}/ serving {root}",
+        f"edge:   {base}/  (cache {cache_size}; Ctrl-C stops both)",
+        "open:",
+        *(f"  {url}" for url in _sample_urls(root, base)),
+        f"try:    curl -sI {base}/index.html | grep -i -e x-cache -e cache-status -e age",
+    ]
+    try:
+        return run(config, "\n".join(lines))
+    finally:
+        origin.terminate()
+        try:
+            origin.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            origin.kill()

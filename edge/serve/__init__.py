@@ -1,0 +1,1 @@
+"""Protocol adapters. They turn wire requests into ``Request`` and call ``edge.core``."""

@@ -1,0 +1,415 @@
+"""The cleartext HTTP/1.1 fast front: an asyncio protocol on uvloop parsing with httptools.
+
+Why it exists: Hypercorn's h11 front caps a node at a fraction of nginx
+(DESIGN.md). This protocol answers fresh hits inside the parser callback with
+one ``transport.write`` of a head prepared once per entry and second, and hands
+everything else to :meth:`EdgeCore.serve` through :class:`H1Sink`.
+
+Guarantees:
+- responses leave in request order, also when pipelined requests mix hits and misses;
+- request line, header block, header count and body are bounded (414, 431, 413)
+  and a malformed request gets 400 with a reason and a closed connection;
+- a body that cannot be completed closes the connection (never a clean short message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+
+from edge.cache.entry import Entry
+from edge.config import Config
+from edge.core import EdgeCore
+from edge.http.fields import TCHAR, Headers
+from edge.http.message import Request, normalize_host
+
+MAX_PIPELINE = 32
+"""Queued requests per connection before the front stops reading from it."""
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+class H1Protocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, core: EdgeCore, config: Config, clock: Callable[[], float] = time.time):
+        self.core = core
+        self.clock = clock
+        self.max_line = config.max_request_line
+        self.max_head = config.max_header_bytes + config.max_request_line
+        self.max_count = config.max_header_count
+        self.max_body = config.max_request_body
+        self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = ""
+        self.queue: collections.deque[tuple[Request, bool]] = collections.deque()
+        self.active: asyncio.Task[None] | None = None
+        self.closing = False
+        self.paused_reading = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.pending_reject = b""
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self.url = b""
+        self.headers: Headers = []
+        self.head_bytes = 0
+        self.in_head = True
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.request: Request | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else ""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.active is not None:
+            self.active.cancel()
+        self.queue.clear()
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closing:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head * 2:
+                # Bound memory before llhttp has seen a whole field.
+                self._reject(431, "request header block too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._reject(reject.status, reject.why)
+            else:
+                self._reject(500, "internal error")
+                raise
+        except httptools.HttpParserInvalidMethodError:
+            first = data.split(b" ", 1)[0]
+            if first and all(c in TCHAR for c in first) and first.isupper():
+                self._reject(501, "method not implemented")
+            else:
+                self._reject(400, "invalid request method")
+        except httptools.HttpParserInvalidURLError:
+            self._reject(400, "invalid request target")
+        except httptools.HttpParserUpgrade:
+            if self.parser.get_method() == b"CONNECT":
+                self._reject(405, "CONNECT is not supported")
+            # Otherwise the request was already taken as plain HTTP: Upgrade is
+            # hop-by-hop and not offered, and llhttp resumes parsing after it.
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed request: {exc}")
+
+    # -- httptools callbacks -------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset_message()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.max_line:
+            raise _Reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if len(self.headers) > self.max_count:
+            raise _Reject(431, "too many header fields")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        headers = self.headers
+        fields: dict[bytes, bytes] = {}
+        size = len(self.url)
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            lname = name.lower()
+            if lname in fields:
+                if lname == b"host":
+                    raise _Reject(400, "more than one Host field")
+                fields[lname] = fields[lname] + (b"; " if lname == b"cookie" else b", ") + value
+            else:
+                fields[lname] = value
+        if size > self.max_head:
+            raise _Reject(431, "request header block too large")
+        version = parser.get_http_version()
+        target = self.url
+        host = fields.get(b"host")
+        if target[:1] != b"/":
+            if target == b"*" and parser.get_method() == b"OPTIONS":
+                pass
+            else:
+                try:
+                    parsed = httptools.parse_url(target)
+                except httptools.HttpParserInvalidURLError:
+                    raise _Reject(400, "invalid request target") from None
+                if not parsed.host:
+                    raise _Reject(400, "invalid request target")
+                host = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+                target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        if host is None:
+            if version != "1.0":
+                raise _Reject(400, "missing Host field")
+            host = b""
+        content_length = fields.get(b"content-length")
+        if content_length is not None and content_length.isdigit():
+            if int(content_length) > self.max_body:
+                raise _Reject(413, "request body too large")
+            if fields.get(b"expect", b"").lower() == b"100-continue" and self.transport:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.request = Request(
+            parser.get_method(),
+            target,
+            headers,
+            fields,
+            host=normalize_host(host, b"http"),
+            client=self.client,
+            http_version=version,
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.max_body:
+            raise _Reject(413, "request body too large")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.request
+        assert req is not None
+        if self.body:
+            req.body = b"".join(self.body)
+        keep_alive = self.parser.should_keep_alive()
+        self.in_head = True
+        self.head_bytes = 0
+        if self.active is None and not self.queue:
+            if not self._try_hit(req, keep_alive):
+                self._start(req, keep_alive)
+            return
+        self.queue.append((req, keep_alive))
+        if len(self.queue) >= MAX_PIPELINE and not self.paused_reading and self.transport:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    # -- answering ---------------------------------------------------------------
+    def _try_hit(self, req: Request, keep_alive: bool) -> bool:
+        now = self.clock()
+        entry = self.core.fresh_hit(req, now)
+        if entry is None:
+            return False
+        transport = self.transport
+        assert transport is not None
+        age = int(entry.corrected_initial_age + (now - entry.response_time))
+        wire = entry.wire.get("h1")
+        if wire is None:
+            wire = entry.wire["h1"] = [self._hit_prefix(entry), -1, b""]
+        if keep_alive and req.http_version == "1.1":
+            if wire[1] != age:
+                wire[2] = wire[0] + b"Age: %d\r\n\r\n" % age
+                wire[1] = age
+            head = wire[2]
+        else:
+            connection = b"keep-alive" if keep_alive else b"close"
+            head = wire[0] + b"Age: %d\r\nConnection: %s\r\n\r\n" % (age, connection)
+        body = entry.body
+        if req.method == b"HEAD" or not body:
+            transport.write(head)
+        elif len(body) <= 16384:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        if not keep_alive:
+            self.closing = True
+            transport.close()
+        return True
+
+    def _hit_prefix(self, entry: Entry) -> bytes:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (entry.status, entry.reason or _reason(entry.status))]
+        for name, value in entry.headers:
+            lines.append(name + b": " + value + b"\r\n")
+        if entry.status not in (204, 304) and entry.status >= 200:
+            lines.append(b"Content-Length: %d\r\n" % len(entry.body))
+        lines.append(self.hit_fields)
+        return b"".join(lines)
+
+    def _start(self, req: Request, keep_alive: bool) -> None:
+        self.active = asyncio.get_running_loop().create_task(self._serve(req, keep_alive))
+
+    async def _serve(self, req: Request, keep_alive: bool) -> None:
+        sink = H1Sink(self, req, keep_alive)
+        try:
+            await self.core.serve(req, sink)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if not sink.started:
+                sink.start(500, b"Internal Server Error", [(b"Content-Type", b"text/plain")], 22)
+                await sink.write(b"internal server error\n")
+                sink.end()
+            else:
+                sink.abort()
+            raise
+        finally:
+            self.active = None
+            if not sink.clean or not keep_alive:
+                self.closing = True
+                if self.transport is not None:
+                    self.transport.close()
+        self._next()
+
+    def _next(self) -> None:
+        while self.queue and not self.closing:
+            req, keep_alive = self.queue.popleft()
+            if not self._try_hit(req, keep_alive):
+                self._start(req, keep_alive)
+                break
+        if self.paused_reading and len(self.queue) < MAX_PIPELINE // 2 and not self.closing:
+            self.paused_reading = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def _reject(self, status: int, why: str) -> None:
+        """Answer a request we will not parse further, then close (nginx does the same)."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        body = f"{status} {_reason(status).decode()}: {why}\n".encode()
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, _reason(status), len(body))
+        )
+        if self.active is None and not self.queue:
+            self.transport.write(head + body)
+            self.transport.close()
+        else:
+            # Earlier pipelined responses go first; then this error and the close.
+            self.queue.clear()
+            self.pending_reject = head + body
+            self.transport.pause_reading()
+            if self.active is not None:
+                self.active.add_done_callback(lambda _: self._flush_reject())
+
+    def _flush_reject(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.pending_reject)
+            self.transport.close()
+
+
+class H1Sink:
+    """ResponseSink for one HTTP/1.1 request: framing, Connection, backpressure."""
+
+    __slots__ = (
+        "chunked",
+        "clean",
+        "head_only",
+        "keep_alive",
+        "no_body",
+        "proto",
+        "req",
+        "started",
+    )
+
+    def __init__(self, proto: H1Protocol, req: Request, keep_alive: bool) -> None:
+        self.proto = proto
+        self.req = req
+        self.keep_alive = keep_alive
+        self.started = False
+        self.chunked = False
+        self.head_only = req.method == b"HEAD"
+        self.no_body = False
+        self.clean = True
+
+    def interim(self, status: int, headers: Headers) -> None:
+        if self.started or self.req.http_version == "1.0" or self.proto.transport is None:
+            return
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
+        lines += [k + b": " + v + b"\r\n" for k, v in headers]
+        lines.append(b"\r\n")
+        self.proto.transport.write(b"".join(lines))
+
+    def start(self, status: int, reason: bytes, headers: Headers, length: int | None) -> None:
+        self.started = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))]
+        lines += [k + b": " + v + b"\r\n" for k, v in headers]
+        self.no_body = status in (204, 304) or status < 200
+        if not self.no_body:
+            if length is not None:
+                lines.append(b"Content-Length: %d\r\n" % length)
+            elif not self.head_only:
+                if self.req.http_version == "1.1":
+                    self.chunked = True
+                    lines.append(b"Transfer-Encoding: chunked\r\n")
+                else:
+                    self.keep_alive = False  # close-delimited body for HTTP/1.0
+        if not self.keep_alive:
+            lines.append(b"Connection: close\r\n")
+        elif self.req.http_version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        if self.proto.transport is not None:
+            self.proto.transport.write(b"".join(lines))
+
+    async def write(self, data: bytes | memoryview) -> None:
+        transport = self.proto.transport
+        if self.head_only or self.no_body or not data or transport is None:
+            return
+        if self.chunked:
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            transport.write(data)
+        if self.proto.write_paused:
+            await self.proto.drain()
+
+    def end(self) -> None:
+        if self.chunked and self.proto.transport is not None:
+            self.proto.transport.write(b"0\r\n\r\n")
+        if not self.keep_alive:
+            self.clean = False
+
+    def abort(self) -> None:
+        self.clean = False
+        self.keep_alive = False
+        if self.proto.transport is not None:
+            self.proto.transport.abort()
