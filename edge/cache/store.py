@@ -221,6 +221,10 @@ class PyLRU:
             for key, val in evicted:
                 self.on_evict(key, val)
 
+    @capacity.deleter
+    def capacity(self) -> None:
+        raise TypeError("cannot delete capacity")
+
     @property
     def total_charge(self) -> int:
         return self._total
