@@ -115,6 +115,11 @@ class OriginFiles:
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         raw_path = raw_path.split(b"?", 1)[0]
+        if raw_path[:7].lower() == b"http://" or raw_path[:8].lower() == b"https://":
+            # absolute-form target (RFC 9112 §3.2.2): keep only the path.
+            after_scheme = raw_path.split(b"//", 1)[1]
+            slash = after_scheme.find(b"/")
+            raw_path = after_scheme[slash:] if slash >= 0 else b"/"
         try:
             resolved = resolve_target(self.root, raw_path)
         except BadTarget:
@@ -193,9 +198,7 @@ class OriginFiles:
 
         start, length, status = 0, total, 200
         range_header = request.get("range")
-        if range_header is not None and _http.if_range_allows(
-            request.get("if-range"), etag, last_modified
-        ):
+        if range_header is not None and _http.if_range_allows(request.get("if-range"), etag, last_modified):
             try:
                 byte_range = _http.parse_range(range_header, total)
             except _http.RangeNotSatisfiable:
@@ -210,9 +213,7 @@ class OriginFiles:
                 return
             if byte_range is not None:
                 start, length, status = byte_range.start, byte_range.length, 206
-                headers.append(
-                    (b"content-range", byte_range.content_range(total).encode("latin-1"))
-                )
+                headers.append((b"content-range", byte_range.content_range(total).encode("latin-1")))
         headers.append((b"content-length", str(length).encode("latin-1")))
 
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -333,5 +334,9 @@ def create_app(
     files = OriginFiles(root, CacheRules(rules))
     middleware = [Middleware(AccessLogMiddleware)] if access_log else []
     app = Starlette(routes=[Route("/{path:path}", endpoint=files)], middleware=middleware)
+    # Targets the route cannot match (absolute-form "http://host/path", a decoded
+    # newline that Starlette's ".*" stops at, "*") go to the same endpoint, which
+    # answers them itself (200/400/404) instead of the router's bare 404.
+    app.router.default = files
     app.state.files = files
     return app

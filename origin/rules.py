@@ -135,9 +135,7 @@ def load_rules(path: Path) -> list[tuple[str, str]]:
             raise RulesError(f"rules file {path}: rule #{i} has unknown key(s) {sorted(extra)}")
         glob, value = entry.get("glob"), entry.get("cache_control")
         if not isinstance(glob, str) or not isinstance(value, str):
-            raise RulesError(
-                f"rules file {path}: rule #{i} needs string 'glob' and 'cache_control'"
-            )
+            raise RulesError(f"rules file {path}: rule #{i} needs string 'glob' and 'cache_control'")
         rules.append((glob, value))
     CacheRules(rules)  # validate values the same way the app will
     return rules

@@ -58,10 +58,7 @@ def default_sample_dir() -> Path:
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     )
 
 
