@@ -139,7 +139,10 @@ class OriginFiles:
         path = siblings.get(coding, resolved.path)
 
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            # ``path`` is a real path: O_NOFOLLOW turns a symlink swapped in since the
+            # containment check into a 404 instead of following it.
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(path, flags)
         except OSError:
             await _send_simple(send, 404, b"Not Found\n", head)
             return

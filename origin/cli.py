@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,12 +112,27 @@ def _serve(args: argparse.Namespace) -> int:
     except RulesError as exc:
         raise StartupError(str(exc)) from None
 
+    # Bind here rather than inside Hypercorn so that "port in use" is reported
+    # before anything else is printed, and so that port 0 reports the real port.
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {args.listen}: {reason}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    bound_host, bound_port = sock.getsockname()[:2]
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None  # our own access line, see AccessLogMiddleware
     config.errorlog = "-"
     _configure_logging()
-    print(f"origin: serving {Path(root).resolve()}", file=sys.stderr, flush=True)
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(
+        f"origin: serving {Path(root).resolve()} on http://{shown}:{bound_port}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     runner: asyncio.Runner
     try:
@@ -128,9 +144,6 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         with runner:
             runner.run(serve(app, config))  # type: ignore[arg-type]
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StartupError(f"cannot listen on {args.listen}: {reason}") from None
     except KeyboardInterrupt:
         return 130
     return 0
