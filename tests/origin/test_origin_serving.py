@@ -396,3 +396,27 @@ async def test_concurrent_large_and_small_requests(origin: ServerThread, site: S
     assert all(r.status_code == 200 for r in results)
     assert all(r.content == site.big for r in results[:4])
     assert all(r.content == b"hello, notes\n" for r in results[4:])
+
+
+def test_client_disconnect_mid_stream_does_not_hurt(origin: ServerThread) -> None:
+    import socket
+
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", origin.port), timeout=5) as s:
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    with httpx.Client(base_url=origin.url) as c:
+        assert c.get("/notes.txt").content == b"hello, notes\n"
+
+
+def test_create_app_rejects_unusable_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from origin import create_app
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_app(tmp_path / "missing")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        create_app(tmp_path / "f")
+    monkeypatch.setattr("os.access", lambda *_a, **_k: False)
+    with pytest.raises(PermissionError, match="not readable"):
+        create_app(tmp_path)
