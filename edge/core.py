@@ -127,9 +127,8 @@ class EdgeCore:
             obj = obj.by_secondary.get(secondary_key(req, obj.names))
             if obj is None:
                 return None
-        if now < obj.fresh_until:
-            return obj
-        return None
+        entry: Entry = obj
+        return entry if now < entry.fresh_until else None
 
     # -- the full path -------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:

@@ -113,12 +113,6 @@ class H1Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.max_head * 2:
-                # Bound memory before llhttp has seen a whole field.
-                self._reject(431, "request header block too large")
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -137,12 +131,17 @@ class H1Protocol(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "invalid request target")
         except httptools.HttpParserUpgrade:
-            if self.parser.get_method() == b"CONNECT":
-                self._reject(405, "CONNECT is not supported")
-            # Otherwise the request was already taken as plain HTTP: Upgrade is
-            # hop-by-hop and not offered, and llhttp resumes parsing after it.
+            # Upgrade is hop-by-hop and not offered: the request was taken as plain
+            # HTTP and llhttp resumes parsing after it. CONNECT is refused earlier.
+            pass
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed request: {exc}")
+            return
+        if self.in_head and not self.closing:
+            # Still inside a head: bound what llhttp buffers before a whole field is seen.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head:
+                self._reject(431, "request header block too large")
 
     # -- httptools callbacks -------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -175,11 +174,14 @@ class H1Protocol(asyncio.Protocol):
                 fields[lname] = value
         if size > self.max_head:
             raise _Reject(431, "request header block too large")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Reject(405, "CONNECT is not supported: this is a cache, not a tunnel")
         version = parser.get_http_version()
         target = self.url
         host = fields.get(b"host")
         if target[:1] != b"/":
-            if target == b"*" and parser.get_method() == b"OPTIONS":
+            if target == b"*" and method == b"OPTIONS":
                 pass
             else:
                 try:
@@ -201,7 +203,7 @@ class H1Protocol(asyncio.Protocol):
             if fields.get(b"expect", b"").lower() == b"100-continue" and self.transport:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.request = Request(
-            parser.get_method(),
+            method,
             target,
             headers,
             fields,

@@ -1,0 +1,1 @@
+"""Side-by-side load runs against real peers (nginx, Varnish, Caddy)."""
