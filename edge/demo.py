@@ -30,8 +30,11 @@ def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout:
 def _sample_urls(root: Path, base: str) -> list[str]:
     wanted = []
     for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # the generator's stamp file; the origin never serves dotfiles
         if path.is_file() and not path.name.endswith((".br", ".gz", ".zst")):
-            wanted.append(base + "/" + path.relative_to(root).as_posix())
+            wanted.append(base + "/" + relative.as_posix())
     return wanted
 
 
