@@ -70,6 +70,10 @@ class Config:
     max_header_count: int = _opt(100, "most request header fields (431 beyond)", "int")
     pass_ttl: float = _opt(120.0, "seconds a key known to be uncacheable skips collapsing", "float")
     upstream_host: str = _opt("", "Host sent upstream; empty keeps the client's Host")
+    admin_listen: str = _opt(
+        "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
+    )
+    admin_token: str = _opt("", "bearer token the admin API requires for purge; empty refuses every purge")
 
     def upstream_target(self) -> UpstreamTarget:
         if not self.upstream:

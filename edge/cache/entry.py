@@ -12,6 +12,8 @@ from typing import Any
 from edge.cache.freshness import Policy
 from edge.http.fields import Headers
 
+TAG_FIELDS = (b"surrogate-key", b"cache-tag")
+
 ENTRY_OVERHEAD = 512
 """Bytes charged per entry beyond body and headers, for Python object overhead."""
 
@@ -31,6 +33,7 @@ class Entry:
         "reason",
         "response_time",
         "status",
+        "tags",
         "vary",
         "wire",
     )
@@ -63,12 +66,17 @@ class Entry:
         """Lower-cased Vary field names, () when the response does not vary."""
         self.etag: bytes | None = None
         self.last_modified: bytes | None = None
+        tags: set[bytes] = set()
         for name, value in headers:
             lname = name.lower()
             if lname == b"etag":
                 self.etag = value
             elif lname == b"last-modified":
                 self.last_modified = value
+            elif lname in TAG_FIELDS:
+                tags.update(value.replace(b",", b" ").split())
+        self.tags = frozenset(tags)
+        """Purge tags from Surrogate-Key (space-separated) and Cache-Tag (comma-separated)."""
         self.wire: dict[str, Any] = {}
         """Adapter-private memo of serialised heads, keyed by adapter name."""
 
@@ -78,6 +86,10 @@ class Entry:
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
+
+    def mark_stale(self) -> None:
+        """Soft purge: the entry stays for stale-if-error and revalidation but is never fresh."""
+        self.fresh_until = float("-inf")
 
     @property
     def charge(self) -> int:
