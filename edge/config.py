@@ -70,6 +70,10 @@ class Config:
     max_header_count: int = _opt(100, "most request header fields (431 beyond)", "int")
     pass_ttl: float = _opt(120.0, "seconds a key known to be uncacheable skips collapsing", "float")
     upstream_host: str = _opt("", "Host sent upstream; empty keeps the client's Host")
+    stale_grace: float = _opt(
+        0.0, "seconds past expiry a stale object may be served while the upstream fails", "float"
+    )
+    default_ttl: str = _opt("", "GLOB=SECONDS,... TTL for responses without explicit freshness, by path")
     admin_listen: str = _opt(
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
     )
@@ -90,6 +94,21 @@ class Config:
             raise ConfigError("workers must be at least 1")
         if self.cache_size < 1024 * 1024:
             raise ConfigError("cache_size must be at least 1MiB")
+        parse_ttl_rules(self.default_ttl)
+
+
+def parse_ttl_rules(spec: str) -> list[tuple[str, float]]:
+    """``"/static/*=3600,*.js=600"`` → [(glob, seconds)]: the operator's per-path default TTLs."""
+    rules = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        glob, sep, seconds = item.rpartition("=")
+        try:
+            rules.append((glob, float(seconds)))
+        except ValueError:
+            sep = ""
+        if not sep or not glob:
+            raise ConfigError(f"default_ttl entries are GLOB=SECONDS, got {item!r}")
+    return rules
 
 
 def settings() -> list[dataclasses.Field[Any]]:

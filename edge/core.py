@@ -9,6 +9,9 @@ Guarantees:
 - concurrent misses for one key make one upstream request; when the response
   turns out not storable or its Vary does not match, the others go upstream
   on their own, and the key is remembered as pass for ``pass_ttl`` seconds;
+- a stale entry is revalidated with its validators; a 304 freshens it and
+  its stored body is served; stale content is served only where
+  ``edge.cache.stale`` allows (stale-while-revalidate, stale-if-error, grace);
 - a body is stored only when it arrived whole; a truncated upstream body
   aborts the client connections instead of ending them cleanly;
 - upstream failures become 502 (unreachable, broken) or 504 (timeout).
@@ -17,20 +20,25 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import cachetools
 
+from edge.cache import stale as stale_rules
 from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
 from edge.cache.entry import Entry, Variants
-from edge.cache.freshness import corrected_initial_age, freshness_policy
+from edge.cache.freshness import Policy, corrected_initial_age, freshness_policy
 from edge.cache.key import primary_key, secondary_key, vary_names
 from edge.cache.reuse import Reuse, decide_reuse, request_directives
 from edge.cache.storability import fields_to_strip, why_not_storable
 from edge.cache.store import Store, make_store
-from edge.config import Config
+from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
+from edge.config import Config, parse_ttl_rules
+from edge.http.cache_control import Directives
 from edge.http.dates import format_http_date, parse_http_date
 from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, get_all, get_one
 from edge.http.message import Request
@@ -56,23 +64,21 @@ SLOW_PATH_FIELDS = frozenset(
 """Request fields whose rules live in :meth:`EdgeCore.serve`; their presence skips the fast hit."""
 
 FILL_DROPPED_FIELDS = frozenset(
-    {
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-match",
-        b"if-unmodified-since",
-        b"if-range",
-        b"range",
-    }
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"}
 )
-"""Client preconditions and ranges are answered here, not forwarded on a fill (it wants the whole 200)."""
+"""Client preconditions and ranges are answered here; a fill wants the whole 200 to store."""
 
-NOT_STORED_FIELDS = HOP_BY_HOP | {b"content-length", b"age", b"x-cache"}
+NOT_STORED_FIELDS = HOP_BY_HOP | {b"content-length", b"age"}
 
-RESPONSE_DEPENDENT = frozenset({"private", "no-store", "set-cookie", "vary-star", "no-freshness", "status"})
+RESPONSE_DEPENDENT = frozenset({"private", "no-store", "set-cookie", "vary-star", "no-freshness"})
 """Reasons that hold for every client asking for the key, so the key becomes hit-for-pass."""
 
 MAX_VARIANTS = 32
+NEVER = float("-inf")
+
+
+def _no_interim(status: int, headers: Headers) -> None:
+    """Background refreshes have no client to relay 1xx responses to."""
 
 
 class EdgeCore:
@@ -96,14 +102,19 @@ class EdgeCore:
         self.default_host = target.host_header
         self.name = config.name.encode()
         self.via = b"1.1 " + self.name
-        self.hit_fields: Headers = [(b"Cache-Status", self.name + b"; hit"), (b"X-Cache", b"HIT")]
-        """Fields every fresh hit carries besides Age; adapters serialise them once per entry."""
+        self.hit_fields: Headers = [(b"X-Cache", b"HIT")]
+        """Fields every fresh hit carries besides Age and Cache-Status (see :meth:`hit_status`)."""
+        self.ttl_rules = parse_ttl_rules(config.default_ttl)
         self.fills: dict[bytes, Fill] = {}
         self.pass_keys: cachetools.TTLCache[bytes, str] = cachetools.TTLCache(
             maxsize=65536, ttl=config.pass_ttl, timer=clock
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_requests = 0
+
+    def hit_status(self, ttl: int) -> bytes:
+        """Cache-Status value of a fresh hit with ``ttl`` seconds of freshness left."""
+        return self.name + b"; hit; ttl=%d" % ttl
 
     # -- lookup --------------------------------------------------------------
     def _lookup(self, req: Request, key: bytes) -> tuple[Entry | None, bool]:
@@ -132,7 +143,7 @@ class EdgeCore:
 
     # -- the full path -------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:
-        """Answer ``req`` on ``sink``: hit, revalidation, collapsed fill or pass."""
+        """Answer ``req`` on ``sink``: hit, stale, revalidation, collapsed fill or pass."""
         if req.method not in (GET, HEAD):
             await self._forward(req, sink, b"fwd=request")
             return
@@ -142,42 +153,78 @@ class EdgeCore:
         entry, has_variants = self._lookup(req, key)
         if entry is not None:
             reuse = decide_reuse(entry, request_cc, now)
+            ttl = b"; ttl=%d" % int(entry.fresh_until - now) if entry.fresh_until != NEVER else b""
             if reuse is Reuse.FRESH:
-                await self._send_entry(req, sink, entry, now, self.name + b"; hit")
+                await self._send_entry(req, sink, entry, now, self.name + b"; hit" + ttl)
                 return
             if reuse is Reuse.STALE_ALLOWED:
-                await self._send_entry(req, sink, entry, now, self.name + b"; hit; detail=stale")
+                await self._send_entry(req, sink, entry, now, self.name + b"; hit" + ttl)
+                return
+            if stale_rules.while_revalidate(entry, request_cc, now):
+                self._refresh_in_background(req, key, entry)
+                status = self.name + b"; hit" + ttl + b"; detail=stale-while-revalidate"
+                await self._send_entry(req, sink, entry, now, status)
                 return
         if b"only-if-cached" in request_cc:
             await self._send_error(sink, req, 504, b"fwd=miss; detail=only-if-cached", "not in cache")
             return
         if entry is not None:
-            fwd = b"fwd=request" if b"no-cache" in request_cc or b"max-age" in request_cc else b"fwd=stale"
+            asked = b"no-cache" in request_cc or b"max-age" in request_cc or b"min-fresh" in request_cc
+            fwd = b"fwd=request" if asked else b"fwd=stale"
         else:
             fwd = b"fwd=vary-miss" if has_variants else b"fwd=uri-miss"
-        if key in self.pass_keys:
-            await self._forward(req, sink, fwd + b"; detail=pass")
-            return
-        await self._via_fill(req, sink, key, fwd)
+            if key in self.pass_keys:
+                await self._forward(req, sink, fwd + b"; detail=pass")
+                return
+        await self._via_fill(req, sink, key, fwd, entry, request_cc)
 
-    async def _via_fill(self, req: Request, sink: ResponseSink, key: bytes, fwd: bytes) -> None:
+    def _start_fill(
+        self, req: Request, key: bytes, stale: Entry | None, interim: Callable[[int, Headers], None]
+    ) -> Fill:
+        fill = Fill(key, stale)
+        self.fills[key] = fill
+        task = asyncio.get_running_loop().create_task(self._run_fill(fill, req, interim))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill
+
+    def _refresh_in_background(self, req: Request, key: bytes, stale: Entry) -> None:
+        """stale-while-revalidate: one validation per key, whoever asks meanwhile."""
+        if key not in self.fills:
+            self._start_fill(req, key, stale, _no_interim)
+
+    async def _via_fill(
+        self,
+        req: Request,
+        sink: ResponseSink,
+        key: bytes,
+        fwd: bytes,
+        stale: Entry | None,
+        request_cc: Directives,
+    ) -> None:
         fill = self.fills.get(key)
         collapsed = fill is not None
         if fill is None:
-            fill = Fill(key)
-            self.fills[key] = fill
-            task = asyncio.get_running_loop().create_task(self._run_fill(fill, req, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            fill = self._start_fill(req, key, stale, sink.interim)
         try:
             await asyncio.shield(fill.head)
         except UpstreamError as exc:
-            if collapsed:
-                # The leader's fetch failed; this client tries on its own rather than share a 502.
-                await self._forward(req, sink, fwd)
+            now = self.clock()
+            if stale is not None and stale_rules.if_error(stale, request_cc, now, self.config.stale_grace):
+                detail = b"upstream-timeout" if isinstance(exc, UpstreamTimeout) else b"upstream-error"
+                status = self.name + b"; fwd=stale; detail=stale-if-error-" + detail
+                await self._send_entry(req, sink, stale, now, status)
                 return
             await self._send_upstream_error(sink, req, fwd, exc)
             return
+        if fill.upstream_status >= 500 and stale is not None:
+            now = self.clock()
+            if stale_rules.if_error(stale, request_cc, now, self.config.stale_grace):
+                status = (
+                    self.name + b"; fwd=stale; fwd-status=%d; detail=stale-if-error" % fill.upstream_status
+                )
+                await self._send_entry(req, sink, stale, now, status)
+                return
         if collapsed and (
             fill.not_storable is not None
             or fill.vary is None
@@ -185,14 +232,19 @@ class EdgeCore:
         ):
             await self._forward(req, sink, fwd)
             return
-        status = self.name + b"; " + fwd + b"; fwd-status=%d" % fill.status
+        status = self.name + b"; " + fwd + b"; fwd-status=%d" % fill.upstream_status
         if fill.not_storable is None:
             status += b"; stored"
         else:
             status += b"; detail=" + fill.not_storable.encode()
         if collapsed:
             status += b"; collapsed"
-        headers = [*fill.headers, (b"Age", b"0"), (b"Cache-Status", status), (b"X-Cache", b"MISS")]
+        headers = [
+            *fill.headers,
+            (b"Age", b"%d" % fill.age),
+            (b"Cache-Status", status),
+            (b"X-Cache", b"MISS"),
+        ]
         if self._answer_not_modified(req, sink, fill.status, fill.headers, headers):
             return
         sink.start(fill.status, fill.reason, headers, fill.length)
@@ -207,68 +259,131 @@ class EdgeCore:
             return
         sink.end()
 
-    async def _run_fill(self, fill: Fill, req: Request, leader: ResponseSink) -> None:
-        """Fetch ``fill.key`` once, stream it into ``fill`` and store it if allowed."""
-        key = fill.key
-        why: str | None = None
+    async def _run_fill(self, fill: Fill, req: Request, interim: Callable[[int, Headers], None]) -> None:
+        """Fetch ``fill.key`` once (conditionally when revalidating), stream it and store it if allowed."""
         try:
-            headers = self._upstream_headers(req, drop=FILL_DROPPED_FIELDS)
-            request_time = self.clock()
-            self.upstream_requests += 1
-            try:
-                resp = await self.pool.request(GET, req.target, headers, on_interim=leader.interim)
-            except UpstreamError as exc:
-                fill.fail_head(exc)
-                return
-            response_time = self.clock()
-            stored, date = self._stored_fields(resp.headers, response_time)
-            policy = freshness_policy(resp.status, stored, date)
-            why = why_not_storable(req, resp.status, stored, policy)
-            fill.vary = vary_names(get_all(stored, b"vary"))
-            if fill.vary:
-                fill.secondary = secondary_key(req, fill.vary)
-            fill.length = _declared_length(resp.headers)
-            if why is None and fill.length is not None and fill.length > self.config.max_object_size:
-                why = "too-large"
-            strip = fields_to_strip(policy)
-            if strip:
-                stored = [(k, v) for k, v in stored if k.lower() not in strip]
-            fill.status, fill.reason, fill.headers = resp.status, resp.reason, stored
-            fill.not_storable = why
-            if why is not None:
-                self._drop_fill(fill)
-                if why in RESPONSE_DEPENDENT:
-                    self.pass_keys[key] = why
-            fill.set_head()
-            try:
-                async for chunk in resp.chunks():
-                    fill.append(chunk)
-                    if why is None and fill.size > self.config.max_object_size:
-                        why = "too-large"
-                        self._drop_fill(fill)
-            except UpstreamError as exc:
-                fill.fail(exc)
-                return
-            finally:
-                resp.close()
-            fill.finish()
-            if why is None:
-                body = b"".join(fill.chunks)
-                if fill.length is None or len(body) == fill.length:
-                    age0 = corrected_initial_age(
-                        get_one(resp.headers, b"age"), date, request_time, response_time
-                    )
-                    entry = Entry(
-                        key, resp.status, resp.reason, stored, body, policy, response_time,
-                        age0, fill.vary or (),
-                    )  # fmt: skip
-                    self._store_entry(entry, fill.secondary)
+            await self._fetch_into(fill, req, interim)
         except Exception as exc:  # never leave readers waiting on a broken fill
             fill.fail_head(exc if isinstance(exc, UpstreamError) else UpstreamError(repr(exc)))
             fill.fail(UpstreamError(repr(exc)))
             raise
         finally:
             self._drop_fill(fill)
+
+    async def _fetch_into(self, fill: Fill, req: Request, interim: Callable[[int, Headers], None]) -> None:
+        key, stale = fill.key, fill.stale
+        headers = self._upstream_headers(req, drop=FILL_DROPPED_FIELDS)
+        if stale is not None:
+            headers += conditional_fields(stale)
+        request_time = self.clock()
+        self.upstream_requests += 1
+        try:
+            resp = await self.pool.request(GET, req.target, headers, on_interim=interim)
+        except UpstreamError as exc:
+            fill.fail_head(exc)
+            return
+        response_time = self.clock()
+        stored, date = self._stored_fields(resp.headers, response_time)
+        age0 = corrected_initial_age(get_one(resp.headers, b"age"), date, request_time, response_time)
+        fill.upstream_status, fill.age = resp.status, int(age0)
+        if resp.status == 304 and stale is not None and validators_match(stale, stored):
+            resp.close()
+            self._refresh_from_304(fill, req, stale, stored, date, response_time, age0)
+            return
+        policy = self._policy(resp.status, stored, date, req.target)
+        why = why_not_storable(req, resp.status, stored, policy)
+        if (
+            why is None
+            and resp.status >= 500
+            and stale is not None
+            and stale_rules.if_error(stale, request_directives(req), response_time, self.config.stale_grace)
+        ):
+            why = "stale-if-error"  # keep serving the stored response rather than replace it
+        fill.vary = vary_names(get_all(stored, b"vary"))
+        if fill.vary:
+            fill.secondary = secondary_key(req, fill.vary)
+        fill.length = _declared_length(resp.headers)
+        if why is None and fill.length is not None and fill.length > self.config.max_object_size:
+            why = "too-large"
+        strip = fields_to_strip(policy)
+        if strip:
+            stored = [(k, v) for k, v in stored if k.lower() not in strip]
+        fill.status, fill.reason, fill.headers = resp.status, resp.reason, stored
+        fill.not_storable = why
+        if why is not None:
+            self._drop_fill(fill)
+            if why in RESPONSE_DEPENDENT:
+                self.pass_keys[key] = why
+        fill.set_head()
+        try:
+            async for chunk in resp.chunks():
+                fill.append(chunk)
+                if why is None and fill.size > self.config.max_object_size:
+                    why = "too-large"
+                    self._drop_fill(fill)
+        except UpstreamError as exc:
+            fill.fail(exc)
+            return
+        finally:
+            resp.close()
+        fill.finish()
+        if why is None:
+            body = b"".join(fill.chunks)
+            if fill.length is None or len(body) == fill.length:
+                entry = Entry(
+                    key, resp.status, resp.reason, stored, body, policy, response_time, age0, fill.vary or ()
+                )
+                self._store_entry(entry, fill.secondary)
+
+    def _refresh_from_304(
+        self,
+        fill: Fill,
+        req: Request,
+        stale: Entry,
+        fields_304: Headers,
+        date: float,
+        response_time: float,
+        age0: float,
+    ) -> None:
+        """RFC 9111 §4.3.4: freshen the stored fields and serve the stored body."""
+        merged = merge_not_modified(stale.headers, fields_304)
+        policy = self._policy(stale.status, merged, date, req.target)
+        why = why_not_storable(req, stale.status, merged, policy)
+        fill.status, fill.reason, fill.headers = stale.status, stale.reason, merged
+        fill.length = len(stale.body)
+        fill.vary = stale.vary
+        if stale.vary:
+            fill.secondary = secondary_key(req, stale.vary)
+        fill.not_storable = why
+        fill.append(stale.body)
+        fill.finish()
+        fill.set_head()
+        if why is None:
+            entry = Entry(
+                fill.key,
+                stale.status,
+                stale.reason,
+                merged,
+                stale.body,
+                policy,
+                response_time,
+                age0,
+                stale.vary,
+            )
+            self._store_entry(entry, fill.secondary)
+        else:
+            self.store.pop(fill.key, None)  # the upstream withdrew permission to keep it
+
+    def _policy(self, status: int, fields: Headers, date: float, target: bytes) -> Policy:
+        """Freshness from the response, or the operator's per-path TTL when it gives none."""
+        policy = freshness_policy(status, fields, date)
+        if policy.explicit or not self.ttl_rules:
+            return policy
+        path = target.split(b"?", 1)[0].decode("latin-1")
+        for glob, seconds in self.ttl_rules:
+            if fnmatch.fnmatchcase(path, glob):
+                return replace(policy, lifetime=seconds, explicit=True)
+        return policy
 
     def _drop_fill(self, fill: Fill) -> None:
         if self.fills.get(fill.key) is fill:

@@ -247,14 +247,16 @@ class H1Protocol(asyncio.Protocol):
         wire = entry.wire.get("h1")
         if wire is None:
             wire = entry.wire["h1"] = [self._hit_prefix(entry), -1, b""]
+        if wire[1] != age:
+            # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
+            status = self.core.hit_status(int(entry.fresh_until - now))
+            wire[2] = wire[0] + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (age, status)
+            wire[1] = age
         if keep_alive and req.http_version == "1.1":
-            if wire[1] != age:
-                wire[2] = wire[0] + b"Age: %d\r\n\r\n" % age
-                wire[1] = age
             head = wire[2]
         else:
             connection = b"keep-alive" if keep_alive else b"close"
-            head = wire[0] + b"Age: %d\r\nConnection: %s\r\n\r\n" % (age, connection)
+            head = wire[2][:-2] + b"Connection: %s\r\n\r\n" % connection
         body = entry.body
         if req.method == b"HEAD" or not body:
             transport.write(head)
@@ -274,7 +276,7 @@ class H1Protocol(asyncio.Protocol):
         if entry.status not in (204, 304) and entry.status >= 200:
             lines.append(b"Content-Length: %d\r\n" % len(entry.body))
         lines.append(self.hit_fields)
-        return b"".join(lines)
+        return b"".join(lines)  # Age, Cache-Status and the blank line follow per second
 
     def _start(self, req: Request, keep_alive: bool) -> None:
         self.active = asyncio.get_running_loop().create_task(self._serve(req, keep_alive))

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from edge.http.fields import Headers
+
+if TYPE_CHECKING:
+    from edge.cache.entry import Entry
 
 
 class Fill:
     """The response head and the growing body of one upstream fetch."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, stale: Entry | None = None) -> None:
         self.key = key
+        self.stale = stale
+        """The stored response being revalidated, if any (its validators went upstream)."""
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolves when the head arrived, or carries the upstream error."""
         self.status = 0
+        """Status of the response readers get (the stored one's after a 304 refresh)."""
+        self.upstream_status = 0
+        """What the upstream answered, for Cache-Status fwd-status."""
+        self.age = 0
+        """Age the response already had on arrival (RFC 9111 §4.2.3), whole seconds."""
         self.reason = b""
         self.headers: Headers = []
         """Client-facing fields: hop-by-hop removed, Date ensured, Via added."""
