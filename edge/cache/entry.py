@@ -62,6 +62,9 @@ class Entry:
         self.corrected_initial_age = corrected_initial_age
         self.fresh_until = response_time + policy.lifetime - corrected_initial_age
         """Epoch second at which age reaches the lifetime: fresh while ``now < fresh_until``."""
+        if policy.directives.field_names(b"no-cache") == frozenset():
+            # Unqualified no-cache: stored, but never used without validation (RFC 9111 §5.2.2.4).
+            self.fresh_until = float("-inf")
         self.vary = vary
         """Lower-cased Vary field names, () when the response does not vary."""
         self.etag: bytes | None = None

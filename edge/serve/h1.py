@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import cast
 
@@ -50,9 +48,9 @@ class _Reject(Exception):
 class H1Protocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, core: EdgeCore, config: Config, clock: Callable[[], float] = time.time):
+    def __init__(self, core: EdgeCore, config: Config):
         self.core = core
-        self.clock = clock
+        self.clock = core.clock
         self.max_line = config.max_request_line
         self.max_head = config.max_header_bytes + config.max_request_line
         self.max_count = config.max_header_count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,24 @@ class Edge:
         return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
 
 
-async def start_edge(upstream: str, **settings: Any) -> Edge:
+class Clock:
+    """A settable clock for the core: tests move time instead of sleeping."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def start_edge(upstream: str, clock: Clock | None = None, **settings: Any) -> Edge:
     port = free_port()
     flags = {"upstream": upstream, "listen": f"127.0.0.1:{port}", **settings}
     config = edge_config.load(None, {}, flags)
-    core = EdgeCore(config)
+    core = EdgeCore(config, clock=clock or time.time)
     server = await start_h1(core, config, bind_tcp(config.listen, reuse_port=False))
     return Edge(core, f"http://127.0.0.1:{port}", port, server)
 
@@ -52,8 +66,13 @@ async def origin() -> AsyncIterator[ScriptedOrigin]:
 
 
 @pytest_asyncio.fixture
-async def edge(origin: ScriptedOrigin) -> AsyncIterator[Edge]:
-    node = await start_edge(origin.url, read_timeout="2", connect_timeout="1")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest_asyncio.fixture
+async def edge(origin: ScriptedOrigin, clock: Clock) -> AsyncIterator[Edge]:
+    node = await start_edge(origin.url, clock, read_timeout="2", connect_timeout="1")
     yield node
     node.server.close()
     await node.core.aclose()

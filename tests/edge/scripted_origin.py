@@ -76,9 +76,11 @@ class OriginConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections += 1
+        self.server.live.add(self)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.live.discard(self)
         if self.task:
             self.task.cancel()
 
@@ -131,6 +133,7 @@ class ScriptedOrigin:
     routes: dict[str, Route] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
+    live: set[OriginConnection] = field(default_factory=set)
     port: int = 0
     server: asyncio.Server | None = None
 

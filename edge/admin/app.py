@@ -1,0 +1,256 @@
+"""The admin API: purge, stats, health, readiness and Prometheus metrics.
+
+It runs on its own port (loopback by default), never the public one, so a
+client of the cache can never reach it through the cache.
+
+Rules this module guarantees:
+
+- ``/purge``, ``/stats`` and ``/metrics`` need ``Authorization: Bearer <token>``;
+  the token is compared with :func:`hmac.compare_digest` so its content does
+  not leak through timing. Missing or wrong → 401 with ``WWW-Authenticate:
+  Bearer``. When the node has no token configured every protected route
+  answers 403: an empty token must never mean "open".
+- ``/healthz`` (the process answers) and ``/readyz`` (it should get traffic)
+  need no token, so orchestrator probes do not carry secrets.
+- a purge body that is not one of the documented JSON shapes is a 400 that
+  says what is wrong, never a partial purge.
+- purges run on the event loop, between requests: the store is not
+  thread-safe, and the prefix/tag scans are O(n) (see ``edge.cache.purge``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from edge.cache.purge import PurgeError, purge_all, purge_prefix, purge_tag, purge_url
+from edge.core import EdgeCore
+
+__all__ = ["MAX_PURGE_BODY", "METRICS_CONTENT_TYPE", "create_admin_app"]
+
+MAX_PURGE_BODY = 64 * 1024
+"""Largest purge request body accepted (413 beyond); one URL or tag fits easily."""
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+PURGE_KINDS = ("url", "prefix", "tag", "all")
+
+_REALM = 'Bearer realm="edge-admin"'
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def _refusal(request: Request, token: bytes) -> Response | None:
+    """None when the request carries the configured token, else the 401/403 to send."""
+    if not token:
+        return _error(
+            403,
+            "admin token not configured on this node (set admin_token or EDGE_ADMIN_TOKEN); "
+            "protected routes are refused",
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return _error(401, "missing bearer token", {"WWW-Authenticate": _REALM})
+    if not hmac.compare_digest(given.strip().encode(), token):
+        return _error(401, "wrong bearer token", {"WWW-Authenticate": _REALM + ', error="invalid_token"'})
+    return None
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_PURGE_BODY:
+        raise _BadRequest(413, f"body larger than {MAX_PURGE_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PURGE_BODY:
+            raise _BadRequest(413, f"body larger than {MAX_PURGE_BODY} bytes")
+    return bytes(body)
+
+
+def parse_purge(body: bytes) -> tuple[str, str, bool]:
+    """``(kind, argument, soft)`` from a purge body, or :class:`_BadRequest` saying why not."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(400, f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _BadRequest(400, 'body must be a JSON object such as {"url": "http://host/path"}')
+    unknown = sorted(set(doc) - {*PURGE_KINDS, "soft"})
+    if unknown:
+        raise _BadRequest(400, f"unknown field(s) {', '.join(unknown)}; use url, prefix, tag or all")
+    kinds = [k for k in PURGE_KINDS if k in doc]
+    if len(kinds) != 1:
+        raise _BadRequest(400, "give exactly one of url, prefix, tag or all")
+    kind = kinds[0]
+    soft = doc.get("soft", False)
+    if not isinstance(soft, bool):
+        raise _BadRequest(400, "soft must be true or false")
+    value = doc[kind]
+    if kind == "all":
+        if value is not True:
+            raise _BadRequest(400, 'all must be true ({"all": true})')
+        return kind, "", soft
+    if not isinstance(value, str) or not value.strip():
+        raise _BadRequest(400, f"{kind} must be a non-empty string")
+    return kind, value, soft
+
+
+class _Counters:
+    """What the admin API itself did, for /stats and /metrics."""
+
+    def __init__(self) -> None:
+        self.purge_requests: Counter[str] = Counter()
+        self.purged_objects = 0
+
+
+def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | None = None) -> Starlette:
+    """The admin ASGI app for ``core``. ``ready`` says whether /readyz is 200 (default: always)."""
+    secret = token.encode()
+    is_ready = ready or (lambda: True)
+    counters = _Counters()
+
+    async def purge(request: Request) -> Response:
+        refused = _refusal(request, secret)
+        if refused is not None:
+            return refused
+        try:
+            kind, arg, soft = parse_purge(await _read_body(request))
+            store = core.store
+            if kind == "url":
+                purged = purge_url(store, arg, soft=soft)
+            elif kind == "prefix":
+                purged = purge_prefix(store, arg, soft=soft)
+            elif kind == "tag":
+                purged = purge_tag(store, arg, soft=soft)
+            else:
+                purged = purge_all(store, soft=soft)
+        except _BadRequest as exc:
+            return _error(exc.status, exc.reason)
+        except PurgeError as exc:
+            return _error(400, str(exc))
+        counters.purge_requests[kind] += 1
+        counters.purged_objects += purged
+        return JSONResponse({"purged": purged, "soft": soft})
+
+    async def stats(request: Request) -> Response:
+        refused = _refusal(request, secret)
+        if refused is not None:
+            return refused
+        return JSONResponse(_stats(core, counters))
+
+    async def metrics(request: Request) -> Response:
+        refused = _refusal(request, secret)
+        if refused is not None:
+            return refused
+        return Response(_exposition(core, counters), media_type=METRICS_CONTENT_TYPE)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        if is_ready():
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("not ready\n", status_code=503)
+
+    return Starlette(
+        routes=[
+            Route("/purge", purge, methods=["POST"]),
+            Route("/stats", stats, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ]
+    )
+
+
+def _stats(core: EdgeCore, counters: _Counters) -> dict[str, Any]:
+    store = core.store
+    s = store.stats()
+    return {
+        "name": core.config.name,
+        "entries": len(store),
+        "bytes": store.total_charge,
+        "capacity": store.capacity,
+        "hits": s["hits"],
+        "misses": s["misses"],
+        "inserts": s["inserts"],
+        "evictions": s["evictions"],
+        "fills_in_flight": len(core.fills),
+        "upstream_requests": core.upstream_requests,
+        "hit_for_pass_keys": len(core.pass_keys),
+        "purge_requests": dict(counters.purge_requests),
+        "purged_objects": counters.purged_objects,
+    }
+
+
+def _exposition(core: EdgeCore, counters: _Counters) -> str:
+    """Prometheus text exposition format 0.0.4: HELP and TYPE, then samples."""
+    s = _stats(core, counters)
+    out: list[str] = []
+
+    def metric(name: str, kind: str, text: str, samples: list[tuple[str, int | float]]) -> None:
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(f"{name}{labels} {value}" for labels, value in samples)
+
+    metric("edge_cache_entries", "gauge", "URLs held in the store.", [("", s["entries"])])
+    metric("edge_cache_bytes", "gauge", "Bytes charged to stored responses.", [("", s["bytes"])])
+    metric("edge_cache_capacity_bytes", "gauge", "Store capacity in bytes.", [("", s["capacity"])])
+    metric(
+        "edge_cache_lookup_hits_total",
+        "counter",
+        "Store lookups that found the key (a request may look up more than once).",
+        [("", s["hits"])],
+    )
+    metric("edge_cache_lookup_misses_total", "counter", "Store lookups that did not.", [("", s["misses"])])
+    metric("edge_cache_inserts_total", "counter", "Responses stored or replaced.", [("", s["inserts"])])
+    metric(
+        "edge_cache_evictions_total",
+        "counter",
+        "Entries evicted to stay under capacity.",
+        [("", s["evictions"])],
+    )
+    metric("edge_fills_in_flight", "gauge", "Upstream fills in progress.", [("", s["fills_in_flight"])])
+    metric(
+        "edge_upstream_requests_total",
+        "counter",
+        "Requests sent to the upstream (fills and pass-through).",
+        [("", s["upstream_requests"])],
+    )
+    metric(
+        "edge_hit_for_pass_keys",
+        "gauge",
+        "Keys remembered as uncacheable.",
+        [("", s["hit_for_pass_keys"])],
+    )
+    metric(
+        "edge_purge_requests_total",
+        "counter",
+        "Purge requests answered, by kind.",
+        [(f'{{kind="{kind}"}}', counters.purge_requests[kind]) for kind in PURGE_KINDS],
+    )
+    metric(
+        "edge_purged_objects_total",
+        "counter",
+        "Stored responses purged or marked stale.",
+        [("", s["purged_objects"])],
+    )
+    return "\n".join(out) + "\n"
