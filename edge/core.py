@@ -206,9 +206,27 @@ class EdgeCore:
         collapsed = fill is not None
         if fill is None:
             fill = self._start_fill(req, key, stale, sink.interim)
+        position = fill.attach()
+        try:
+            await self._read_fill(req, sink, fill, position, collapsed, fwd, stale, request_cc)
+        finally:
+            fill.detach(position)
+
+    async def _read_fill(
+        self,
+        req: Request,
+        sink: ResponseSink,
+        fill: Fill,
+        position: list[int],
+        collapsed: bool,
+        fwd: bytes,
+        stale: Entry | None,
+        request_cc: Directives,
+    ) -> None:
         try:
             await asyncio.shield(fill.head)
         except UpstreamError as exc:
+            fill.detach(position)
             now = self.clock()
             if stale is not None and stale_rules.if_error(stale, request_cc, now, self.config.stale_grace):
                 detail = b"upstream-timeout" if isinstance(exc, UpstreamTimeout) else b"upstream-error"
@@ -217,19 +235,22 @@ class EdgeCore:
                 return
             await self._send_upstream_error(sink, req, fwd, exc)
             return
-        if fill.upstream_status >= 500 and stale is not None:
-            now = self.clock()
-            if stale_rules.if_error(stale, request_cc, now, self.config.stale_grace):
-                status = (
-                    self.name + b"; fwd=stale; fwd-status=%d; detail=stale-if-error" % fill.upstream_status
-                )
-                await self._send_entry(req, sink, stale, now, status)
-                return
+        now = self.clock()
+        if (
+            fill.upstream_status >= 500
+            and stale is not None
+            and stale_rules.if_error(stale, request_cc, now, self.config.stale_grace)
+        ):
+            fill.detach(position)
+            status = self.name + b"; fwd=stale; fwd-status=%d; detail=stale-if-error" % fill.upstream_status
+            await self._send_entry(req, sink, stale, now, status)
+            return
         if collapsed and (
             fill.not_storable is not None
             or fill.vary is None
             or (fill.vary and secondary_key(req, fill.vary) != fill.secondary)
         ):
+            fill.detach(position)  # not ours to read: never hold the fill's buffer meanwhile
             await self._forward(req, sink, fwd)
             return
         status = self.name + b"; " + fwd + b"; fwd-status=%d" % fill.upstream_status
@@ -249,10 +270,11 @@ class EdgeCore:
             return
         sink.start(fill.status, fill.reason, headers, fill.length)
         if req.method == HEAD:
+            fill.detach(position)
             sink.end()
             return
         try:
-            async for chunk in fill.tail():
+            async for chunk in fill.tail(position):
                 await sink.write(chunk)
         except UpstreamError:
             sink.abort()
@@ -312,6 +334,7 @@ class EdgeCore:
         fill.not_storable = why
         if why is not None:
             self._drop_fill(fill)
+            fill.stop_keeping()
             if why in RESPONSE_DEPENDENT:
                 self.pass_keys[key] = why
         fill.set_head()
@@ -321,6 +344,9 @@ class EdgeCore:
                 if why is None and fill.size > self.config.max_object_size:
                     why = "too-large"
                     self._drop_fill(fill)
+                    fill.stop_keeping()
+                if not fill.keep and not await fill.room():
+                    return  # every reader left and nothing is being stored: stop fetching
         except UpstreamError as exc:
             fill.fail(exc)
             return
@@ -328,7 +354,7 @@ class EdgeCore:
             resp.close()
         fill.finish()
         if why is None:
-            body = b"".join(fill.chunks)
+            body = fill.body()
             if fill.length is None or len(body) == fill.length:
                 entry = Entry(
                     key, resp.status, resp.reason, stored, body, policy, response_time, age0, fill.vary or ()

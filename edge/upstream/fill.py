@@ -3,6 +3,12 @@
 A Fill owns the bytes of one response while it arrives. Every reader tails it
 from the first byte at its own pace; a reader that goes away never stops the
 fill for the others. The fill runs in its own task, not in any client's.
+
+Memory: while the response is being stored (``keep``), the fill holds the whole
+body, which is bounded by ``max_object_size``. Once it will not be stored, a
+chunk is dropped as soon as every reader has passed it, and the fetch waits
+(:meth:`Fill.room`) while the slowest reader is more than ``high_water`` bytes
+behind, so a slow client costs a bounded buffer, not the whole object.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from edge.http.fields import Headers
 if TYPE_CHECKING:
     from edge.cache.entry import Entry
 
+HIGH_WATER = 4 << 20
+"""Bytes a not-stored fill may run ahead of its slowest reader."""
+
 
 class Fill:
     """The response head and the growing body of one upstream fetch."""
 
-    def __init__(self, key: bytes, stale: Entry | None = None) -> None:
+    def __init__(self, key: bytes, stale: Entry | None = None, high_water: int = HIGH_WATER) -> None:
         self.key = key
         self.stale = stale
         """The stored response being revalidated, if any (its validators went upstream)."""
@@ -42,12 +51,24 @@ class Fill:
         self.vary: tuple[bytes, ...] | None = ()
         self.secondary: bytes = b""
         """Secondary key of the request that started the fill, for Vary matching."""
+        self.keep = True
+        """Hold every chunk (the body is being stored); False frees chunks once read."""
+        self.high_water = high_water
         self.chunks: list[bytes] = []
         self.size = 0
         self.done = False
         self.error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self.readers = 0
+        self._positions: list[list[int]] = []
+        """One [next chunk index] per active reader."""
+        self._freed = 0
+        """Chunks below this index have been released."""
+        self._freed_bytes = 0
+        self._room: asyncio.Future[None] | None = None
+
+    @property
+    def readers(self) -> int:
+        return len(self._positions)
 
     def set_head(self) -> None:
         if not self.head.done():
@@ -57,6 +78,11 @@ class Fill:
         if not self.head.done():
             self.head.set_exception(exc)
             self.head.exception()  # mark retrieved: readers may all be gone
+
+    def stop_keeping(self) -> None:
+        """The body will not be stored: release what every reader has read."""
+        self.keep = False
+        self._release()
 
     def append(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
@@ -71,6 +97,21 @@ class Fill:
         self.error = exc
         self._wake()
 
+    def body(self) -> bytes:
+        """The whole body; only meaningful while ``keep`` held all along."""
+        return b"".join(self.chunks)
+
+    async def room(self) -> bool:
+        """Wait while the slowest reader lags too far; False when nobody reads any more."""
+        while not self.keep:
+            if not self._positions:
+                return False
+            if self.size - self._freed_bytes <= self.high_water:
+                return True
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        return True
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -78,22 +119,47 @@ class Fill:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def tail(self) -> AsyncIterator[bytes]:
-        """Every body chunk from the first; raises the fill's error on truncation."""
-        index = 0
-        self.readers += 1
-        try:
-            while True:
-                chunks = self.chunks
-                while index < len(chunks):
-                    yield chunks[index]
-                    index += 1
-                if self.error is not None:
-                    raise self.error
-                if self.done:
-                    return
-                if self._waiter is None:
-                    self._waiter = asyncio.get_running_loop().create_future()
-                await asyncio.shield(self._waiter)
-        finally:
-            self.readers -= 1
+    def _release(self) -> None:
+        if self.keep:
+            return
+        upto = min((p[0] for p in self._positions), default=len(self.chunks))
+        chunks = self.chunks
+        for i in range(self._freed, upto):
+            self._freed_bytes += len(chunks[i])
+            chunks[i] = b""
+        self._freed = max(self._freed, upto)
+        room = self._room
+        if room is not None and not room.done():
+            self._room = None
+            room.set_result(None)
+
+    def attach(self) -> list[int]:
+        """Register a reader before it waits for the head, so no chunk is freed before it reads."""
+        if not self.keep and self._freed:
+            raise RuntimeError("fill already released its first chunks; cannot join")
+        position = [0]
+        self._positions.append(position)
+        return position
+
+    def detach(self, position: list[int]) -> None:
+        if position in self._positions:
+            self._positions.remove(position)
+            self._release()
+
+    async def tail(self, position: list[int]) -> AsyncIterator[bytes]:
+        """Every body chunk from the reader's position; raises the fill's error on truncation."""
+        while True:
+            chunks = self.chunks
+            while position[0] < len(chunks):
+                chunk = chunks[position[0]]
+                position[0] += 1
+                yield chunk
+                if not self.keep:
+                    self._release()
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiter)

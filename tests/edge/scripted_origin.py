@@ -118,6 +118,15 @@ class OriginConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            self.server.sent += len(data)
+
+    async def send(self, data: bytes) -> None:
+        """Write and wait while the peer is not reading (the origin feels backpressure)."""
+        self.write(data)
+        while self.transport is not None and not self.transport.is_closing():
+            if self.transport.get_write_buffer_size() < 256 * 1024:
+                return
+            await asyncio.sleep(0.005)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -133,6 +142,7 @@ class ScriptedOrigin:
     routes: dict[str, Route] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
+    sent: int = 0
     live: set[OriginConnection] = field(default_factory=set)
     port: int = 0
     server: asyncio.Server | None = None
