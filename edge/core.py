@@ -353,7 +353,7 @@ class EdgeCore:
         finally:
             resp.close()
         fill.finish()
-        if why is None:
+        if why is None and not fill.discard:
             body = fill.body()
             if fill.length is None or len(body) == fill.length:
                 entry = Entry(
@@ -384,7 +384,7 @@ class EdgeCore:
         fill.append(stale.body)
         fill.finish()
         fill.set_head()
-        if why is None:
+        if why is None and not fill.discard:
             entry = Entry(
                 fill.key,
                 stale.status,
@@ -397,7 +397,7 @@ class EdgeCore:
                 stale.vary,
             )
             self._store_entry(entry, fill.secondary)
-        else:
+        elif why is not None:
             self.store.pop(fill.key, None)  # the upstream withdrew permission to keep it
 
     def _policy(self, status: int, fields: Headers, date: float, target: bytes) -> Policy:
@@ -410,6 +410,11 @@ class EdgeCore:
             if fnmatch.fnmatchcase(path, glob):
                 return replace(policy, lifetime=seconds, explicit=True)
         return policy
+
+    def discard_in_flight(self) -> None:
+        """After a purge: fills already under way finish for their readers but store nothing."""
+        for fill in self.fills.values():
+            fill.discard = True
 
     def _drop_fill(self, fill: Fill) -> None:
         if self.fills.get(fill.key) is fill:

@@ -142,6 +142,7 @@ def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | Non
                 purged = purge_tag(store, arg, soft=soft)
             else:
                 purged = purge_all(store, soft=soft)
+            core.discard_in_flight()  # a fetch begun before the purge must not re-store old bytes
         except _BadRequest as exc:
             return _error(exc.status, exc.reason)
         except PurgeError as exc:

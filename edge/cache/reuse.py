@@ -46,19 +46,21 @@ def decide_reuse(entry: Entry, request_cc: Directives, now: float) -> Reuse:
     if no_cache_fields is not None and not no_cache_fields:
         return Reuse.VALIDATE
     age = entry.corrected_initial_age + (now - entry.response_time)
-    lifetime = entry.policy.lifetime
+    # Time left before lifetime == age. It comes from fresh_until so a soft purge
+    # (fresh_until = -inf) and response no-cache make the entry stale here too.
+    remaining = entry.fresh_until - now
     max_age = request_cc.delta(b"max-age")
     if max_age is not None and (max_age == INVALID or age > max_age):
         return Reuse.VALIDATE
     min_fresh = request_cc.delta(b"min-fresh")
-    if min_fresh is not None and (min_fresh == INVALID or lifetime - age < min_fresh):
+    if min_fresh is not None and (min_fresh == INVALID or remaining < min_fresh):
         return Reuse.VALIDATE
-    if lifetime > age:
+    if remaining > 0:
         return Reuse.FRESH
     if b"max-stale" in request_cc and not _revalidation_required(response_cc):
         max_stale = request_cc.delta(b"max-stale")
         if request_cc.args[b"max-stale"] is None or (
-            max_stale is not None and max_stale != INVALID and age - lifetime <= max_stale
+            max_stale is not None and max_stale != INVALID and -remaining <= max_stale
         ):
             return Reuse.STALE_ALLOWED
     return Reuse.VALIDATE

@@ -51,6 +51,8 @@ class Fill:
         self.vary: tuple[bytes, ...] | None = ()
         self.secondary: bytes = b""
         """Secondary key of the request that started the fill, for Vary matching."""
+        self.discard = False
+        """Set by a purge during the fetch: readers get the body, the store does not."""
         self.keep = True
         """Hold every chunk (the body is being stored); False frees chunks once read."""
         self.high_water = high_water
