@@ -115,7 +115,8 @@ def main() -> int:
         wait_port(origin_port)
         procs.append(subprocess.Popen(
             ["taskset", "-c", "0", py, "-m", "edge.cli", "serve",
-             "--upstream", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{edge_port}"],
+             "--upstream", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{edge_port}",
+             "--admin-listen", ""],
             stdout=subprocess.DEVNULL,
         ))  # fmt: skip
         prefix = work / "nginx"

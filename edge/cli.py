@@ -37,11 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file with settings (top level or [edge])")
     _add_setting_flags(serve)
 
+    sub.add_parser(
+        "purge",
+        help="purge cached objects through a node's admin API (edge purge --help)",
+        add_help=False,
+    )
+
     demo = sub.add_parser(
         "demo", help="run an origin with the bundled sample site and an edge in front of it"
     )
     demo.add_argument("--origin-listen", default="127.0.0.1:8000")
     demo.add_argument("--listen", default="127.0.0.1:8080")
+    demo.add_argument("--admin-listen", default="127.0.0.1:9090", help="admin API; empty disables it")
     demo.add_argument("--cache-size", default="512MiB")
     return parser
 
@@ -61,13 +68,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, banner: str | None = None) -> int:
-    from edge.serve.server import run
+    from edge.serve.server import AdminBindError, run
 
     def ready() -> None:
         print(banner or f"edge: serving http://{config.listen}/ from {config.upstream}", flush=True)
 
     try:
         run(config, ready)
+    except AdminBindError as exc:
+        return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot listen on {config.listen}: {exc.strerror or exc}")
     except KeyboardInterrupt:
@@ -78,10 +87,15 @@ def _run(config: Config, banner: str | None = None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
-    return run_demo(args.origin_listen, args.listen, args.cache_size, _fail, _run)
+    return run_demo(args.origin_listen, args.listen, args.admin_listen, args.cache_size, _fail, _run)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["purge"]:
+        from edge.admin.client import purge_main
+
+        return purge_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args)

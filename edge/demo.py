@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import secrets
 import socket
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def _sample_urls(root: Path, base: str) -> list[str]:
 def run_demo(
     origin_listen: str,
     listen: str,
+    admin_listen: str,
     cache_size: str,
     fail: Callable[[str], int],
     run: Callable[[Config, str], int],
@@ -62,12 +64,16 @@ def run_demo(
     if not _wait_for_port(origin_host, origin_port, origin, timeout=15):
         origin.terminate()
         return fail(f"the origin did not start on {origin_listen} (is the port in use?)")
+    token = secrets.token_urlsafe(18)
     try:
-        config = edge_config.load(
-            None,
-            {},
-            {"upstream": f"http://{origin_listen}", "listen": listen, "cache_size": cache_size},
-        )
+        flags = {
+            "upstream": f"http://{origin_listen}",
+            "listen": listen,
+            "cache_size": cache_size,
+            "admin_listen": admin_listen,
+            "admin_token": token,
+        }
+        config = edge_config.load(None, {}, flags)
     except ConfigError as exc:
         origin.terminate()
         return fail(str(exc))
@@ -79,6 +85,11 @@ def run_demo(
         *(f"  {url}" for url in _sample_urls(root, base)),
         f"try:    curl -sI {base}/index.html | grep -i -e x-cache -e cache-status -e age",
     ]
+    if admin_listen:
+        lines += [
+            f"admin:  http://{admin_listen}/stats (Authorization: Bearer {token})",
+            f"purge:  edge purge --admin http://{admin_listen} --token {token} {base}/robots.txt",
+        ]
     try:
         return run(config, "\n".join(lines))
     finally:

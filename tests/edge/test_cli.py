@@ -97,10 +97,10 @@ def _wait_for(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> Non
 
 
 def test_demo_serves_the_sample_site_miss_then_hit(tmp_path: Path) -> None:
-    origin_port, edge_port = free_port(), free_port()
+    origin_port, edge_port, admin_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "demo",
-         "--origin-listen", f"127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{edge_port}"],
+        [sys.executable, "-m", "edge.cli", "demo", "--origin-listen", f"127.0.0.1:{origin_port}",
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
     )  # fmt: skip
@@ -118,6 +118,7 @@ def test_demo_serves_the_sample_site_miss_then_hit(tmp_path: Path) -> None:
         assert first.content == js.read_bytes()
         big = httpx.get(base + "/downloads/dataset-20MiB.bin", timeout=30)
         assert len(big.content) == 20 * 1024 * 1024
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/healthz").text.strip() == "ok"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -126,3 +127,39 @@ def test_demo_serves_the_sample_site_miss_then_hit(tmp_path: Path) -> None:
             proc.kill()
             out, _ = proc.communicate()
     assert f"http://127.0.0.1:{edge_port}/index.html" in out, "the demo prints the URLs to open"
+    purge_line = next(line for line in out.splitlines() if line.startswith("purge:"))
+    assert "--token" in purge_line
+
+
+def test_served_node_purges_through_its_admin_port(tmp_path: Path) -> None:
+    """edge serve starts the admin API beside the public port; edge purge reaches it."""
+    origin_proc = subprocess.Popen(
+        [sys.executable, "-m", "origin", "serve", "--root", str(REPO / "origin/sample_site"),
+         "--listen", f"127.0.0.1:{(origin_port := free_port())}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    edge_port, admin_port = free_port(), free_port()
+    env = {**os.environ, "EDGE_ADMIN_TOKEN": "s3cret"}
+    edge_proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{edge_port}/robots.txt"
+        _wait_for(url, edge_proc)
+        httpx.get(url)
+        assert httpx.get(url).headers["x-cache"] == "HIT"
+        admin = f"http://127.0.0.1:{admin_port}"
+        purged = edge_cmd("purge", "--admin", admin, url, env={"EDGE_ADMIN_TOKEN": "s3cret"})
+        assert purged.returncode == 0 and purged.stdout.startswith("1 "), purged.stderr
+        assert httpx.get(url).headers["x-cache"] == "MISS"
+        refused = edge_cmd("purge", "--admin", admin, "--token", "wrong", url)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    finally:
+        for proc in (edge_proc, origin_proc):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
