@@ -74,6 +74,7 @@ class Config:
         0.0, "seconds past expiry a stale object may be served while the upstream fails", "float"
     )
     default_ttl: str = _opt("", "GLOB=SECONDS,... TTL for responses without explicit freshness, by path")
+    alt_svc: str = _opt("", 'Alt-Svc value sent on TCP responses, e.g. h3=":8443"; ma=86400')
     admin_listen: str = _opt(
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
     )

@@ -56,6 +56,8 @@ class H1Protocol(asyncio.Protocol):
         self.max_count = config.max_header_count
         self.max_body = config.max_request_body
         self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
+        self.extra_fields = b"Alt-Svc: %s\r\n" % config.alt_svc.encode() if config.alt_svc else b""
+        """Fields every response on this listener carries (Alt-Svc advertising HTTP/3)."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
@@ -274,6 +276,7 @@ class H1Protocol(asyncio.Protocol):
         if entry.status not in (204, 304) and entry.status >= 200:
             lines.append(b"Content-Length: %d\r\n" % len(entry.body))
         lines.append(self.hit_fields)
+        lines.append(self.extra_fields)
         return b"".join(lines)  # Age, Cache-Status and the blank line follow per second
 
     def _start(self, req: Request, keep_alive: bool) -> None:
@@ -385,6 +388,7 @@ class H1Sink:
                     lines.append(b"Transfer-Encoding: chunked\r\n")
                 else:
                     self.keep_alive = False  # close-delimited body for HTTP/1.0
+        lines.append(self.proto.extra_fields)
         if not self.keep_alive:
             lines.append(b"Connection: close\r\n")
         elif self.req.http_version == "1.0":

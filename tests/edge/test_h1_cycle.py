@@ -330,3 +330,19 @@ async def test_client_conditional_answered_304_from_cache(origin: ScriptedOrigin
     assert cond.headers["etag"] == '"abc"'
     assert other.status_code == 200 and other.content == BODY
     assert origin.count("/e") == 1
+
+
+async def test_alt_svc_advertised_on_hits_and_misses(origin: ScriptedOrigin) -> None:
+    from tests.edge.conftest import start_edge
+
+    node = await start_edge(origin.url, alt_svc='h3=":8443"; ma=86400')
+    origin.routes["/alt"] = fixed(200, b"x", [("Cache-Control", "max-age=60")])
+    try:
+        async with node.client() as client:
+            miss = await client.get("/alt")
+            hit = await client.get("/alt")
+        assert miss.headers["alt-svc"] == hit.headers["alt-svc"] == 'h3=":8443"; ma=86400'
+        assert hit.headers["x-cache"] == "HIT"
+    finally:
+        node.server.close()
+        await node.core.aclose()
