@@ -74,6 +74,11 @@ class Config:
         0.0, "seconds past expiry a stale object may be served while the upstream fails", "float"
     )
     default_ttl: str = _opt("", "GLOB=SECONDS,... TTL for responses without explicit freshness, by path")
+    compress_codings: str = _opt("br,zstd,gzip", "codings the node compresses into, in order of preference")
+    compress_min_size: int = _opt(1024, "smallest body worth compressing", "size")
+    brotli_level: int = _opt(9, "brotli quality for cached variants (0-11)", "int")
+    zstd_level: int = _opt(19, "zstd level for cached variants (1-22)", "int")
+    gzip_level: int = _opt(9, "gzip level for cached variants (1-9)", "int")
     alt_svc: str = _opt("", 'Alt-Svc value sent on TCP responses, e.g. h3=":8443"; ma=86400')
     admin_listen: str = _opt(
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
@@ -96,6 +101,15 @@ class Config:
         if self.cache_size < 1024 * 1024:
             raise ConfigError("cache_size must be at least 1MiB")
         parse_ttl_rules(self.default_ttl)
+        for coding in self.codings():
+            if coding not in (b"br", b"zstd", b"gzip"):
+                raise ConfigError(
+                    f"compress_codings: unsupported coding {coding.decode()!r} (br, zstd, gzip)"
+                )
+
+    def codings(self) -> tuple[bytes, ...]:
+        """The configured compress_codings, in preference order."""
+        return tuple(c.strip().lower().encode() for c in self.compress_codings.split(",") if c.strip())
 
 
 def parse_ttl_rules(spec: str) -> list[tuple[str, float]]:

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from urllib.parse import urlsplit
 
@@ -30,6 +33,7 @@ import cachetools
 
 from edge.cache import stale as stale_rules
 from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
+from edge.cache.encoded import encoded_sibling, may_compress, with_vary_accept_encoding
 from edge.cache.entry import Entry, Variants
 from edge.cache.freshness import Policy, corrected_initial_age, freshness_policy
 from edge.cache.key import primary_key, secondary_key, vary_names
@@ -37,11 +41,23 @@ from edge.cache.reuse import Reuse, decide_reuse, request_directives
 from edge.cache.storability import fields_to_strip, why_not_storable
 from edge.cache.store import Store, make_store
 from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
+from edge.codecs import compress
 from edge.config import Config, parse_ttl_rules
+from edge.http.accept_encoding import normalise_for_key
 from edge.http.cache_control import Directives
 from edge.http.dates import format_http_date, parse_http_date
 from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, get_all, get_one
 from edge.http.message import Request
+from edge.http.ranges import (
+    RangeResult,
+    content_range,
+    if_range_allows,
+    multipart_byteranges,
+    multipart_length,
+    new_boundary,
+    parse_range,
+    unsatisfied_range,
+)
 from edge.serve.sink import ResponseSink
 from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from edge.upstream.fill import Fill
@@ -75,6 +91,11 @@ RESPONSE_DEPENDENT = frozenset({"private", "no-store", "set-cookie", "vary-star"
 
 MAX_VARIANTS = 32
 NEVER = float("-inf")
+IDENTITY = b"identity"
+INLINE_COMPRESS_LIMIT = 16384
+"""Bodies up to this size are compressed on the loop (well under a millisecond); larger in a thread."""
+
+log = logging.getLogger("edge.core")
 
 
 def _no_interim(status: int, headers: Headers) -> None:
@@ -111,6 +132,14 @@ class EdgeCore:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_requests = 0
+        self.codings = config.codings()
+        self.levels = {b"br": config.brotli_level, b"zstd": config.zstd_level, b"gzip": config.gzip_level}
+        self._coding_choice: dict[bytes | None, bytes] = {}
+        """Accept-Encoding value → coding this node would send; a handful of distinct values in practice."""
+        self._compressing: set[tuple[int, bytes]] = set()
+        self._compress_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compress")
+        self.compressions: Counter[bytes] = Counter()
+        """How many times each coding was produced: once per object and coding."""
 
     def hit_status(self, ttl: int) -> bytes:
         """Cache-Status value of a fresh hit with ``ttl`` seconds of freshness left."""
@@ -139,7 +168,85 @@ class EdgeCore:
             if obj is None:
                 return None
         entry: Entry = obj
-        return entry if now < entry.fresh_until else None
+        if now >= entry.fresh_until:
+            return None
+        if entry.encodings is not None:
+            return self._representation(entry, req)
+        return entry
+
+    # -- content codings -----------------------------------------------------
+    def _coding_for(self, req: Request) -> bytes:
+        accept = req.fields.get(b"accept-encoding")
+        coding = self._coding_choice.get(accept)
+        if coding is None:
+            # No Accept-Encoding: identity, as nginx and curl users expect (RFC 9110 allows either).
+            coding = IDENTITY if accept is None else normalise_for_key(accept, self.codings)
+            if len(self._coding_choice) >= 1024:
+                self._coding_choice.clear()
+            self._coding_choice[accept] = coding
+        return coding
+
+    def _representation(self, entry: Entry, req: Request) -> Entry:
+        """The stored representation to send: a compressed sibling when the client takes one.
+
+        Range requests get identity, as nginx does: a range of a compressed body is
+        rarely what a client wants. A sibling still being made is not waited for.
+        """
+        encodings = entry.encodings
+        if encodings is None or b"range" in req.fields:
+            return entry
+        coding = self._coding_for(req)
+        if coding == IDENTITY:
+            return entry
+        sibling = encodings.get(coding)
+        if sibling is not None:
+            return sibling
+        return self._compress(entry, coding)
+
+    def _compress(self, entry: Entry, coding: bytes) -> Entry:
+        """Start making ``coding`` for ``entry`` once; return the sibling if it is ready now."""
+        token = (id(entry), coding)
+        if token in self._compressing:
+            return entry
+        body = entry.body
+        level = self.levels[coding]
+        if len(body) <= INLINE_COMPRESS_LIMIT:
+            self._attach(entry, coding, compress(coding, body, level))
+            return (entry.encodings or {}).get(coding, entry)
+        self._compressing.add(token)
+        future = self._compress_pool.submit(compress, coding, body, level)
+        loop = asyncio.get_running_loop()
+
+        def done(f: Future[bytes]) -> None:
+            loop.call_soon_threadsafe(self._compressed, entry, coding, token, f)
+
+        future.add_done_callback(done)
+        return entry
+
+    def _compressed(self, entry: Entry, coding: bytes, token: tuple[int, bytes], f: Future[bytes]) -> None:
+        self._compressing.discard(token)
+        try:
+            data = f.result()
+        except Exception:
+            log.exception("compressing %r as %s failed", entry.key, coding.decode())
+            return
+        self._attach(entry, coding, data)
+
+    def _attach(self, entry: Entry, coding: bytes, data: bytes) -> None:
+        self.compressions[coding] += 1
+        if entry.encodings is None:
+            return
+        # A coding that does not shrink the body is not worth a second copy: send identity.
+        entry.encodings[coding] = (
+            entry if len(data) >= len(entry.body) else encoded_sibling(entry, coding, data)
+        )
+        current = self.store.peek(entry.key)
+        holds = current is entry or (type(current) is Variants and entry in current.by_secondary.values())
+        if holds:
+            try:
+                self.store.put(entry.key, current, current.charge)
+            except ValueError:
+                self.store.pop(entry.key, None)
 
     # -- the full path -------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:
@@ -268,14 +375,40 @@ class EdgeCore:
         ]
         if self._answer_not_modified(req, sink, fill.status, fill.headers, headers):
             return
-        sink.start(fill.status, fill.reason, headers, fill.length)
+        plan = None if fill.length is None else self._range_plan(req, fill.status, fill.length, fill.headers)
+        if plan is not None and fill.length is not None and len(plan.ranges) != 1:
+            # 416, or several ranges: answer from the whole body once it is here.
+            try:
+                body = b"".join([chunk async for chunk in fill.tail(position)])
+            except UpstreamError:
+                await self._send_upstream_error(sink, req, fwd, UpstreamError("upstream body truncated"))
+                return
+            await self._send_ranges(sink, plan, fill.reason, headers, memoryview(body), fill.length)
+            return
+        if plan is not None and fill.length is not None:
+            # One range on a miss: send its bytes as they pass, without waiting for the rest.
+            start, end = plan.ranges[0]
+            headers.append((b"Content-Range", content_range(start, end, fill.length)))
+            sink.start(206, b"Partial Content", headers, end - start + 1)
+        else:
+            start, end = 0, -1
+            sink.start(fill.status, fill.reason, headers, fill.length)
         if req.method == HEAD:
             fill.detach(position)
             sink.end()
             return
+        offset = 0
         try:
             async for chunk in fill.tail(position):
-                await sink.write(chunk)
+                if end < 0:
+                    await sink.write(chunk)
+                    continue
+                size = len(chunk)
+                if offset + size > start:
+                    await sink.write(memoryview(chunk)[max(0, start - offset) : end + 1 - offset])
+                offset += size
+                if offset > end:
+                    break
         except UpstreamError:
             sink.abort()
             return
@@ -325,6 +458,16 @@ class EdgeCore:
         if fill.vary:
             fill.secondary = secondary_key(req, fill.vary)
         fill.length = _declared_length(resp.headers)
+        compressible = (
+            why is None
+            and bool(self.codings)
+            and may_compress(
+                resp.status, stored, policy.directives, fill.length, self.config.compress_min_size
+            )
+        )
+        if compressible:
+            # Vary is ours to add (the upstream did not vary); it does not make this a Variants key.
+            stored = with_vary_accept_encoding(stored)
         if why is None and fill.length is not None and fill.length > self.config.max_object_size:
             why = "too-large"
         strip = fields_to_strip(policy)
@@ -359,6 +502,8 @@ class EdgeCore:
                 entry = Entry(
                     key, resp.status, resp.reason, stored, body, policy, response_time, age0, fill.vary or ()
                 )
+                if compressible and len(body) >= self.config.compress_min_size:
+                    entry.encodings = {}
                 self._store_entry(entry, fill.secondary)
 
     def _refresh_from_304(
@@ -373,6 +518,8 @@ class EdgeCore:
     ) -> None:
         """RFC 9111 §4.3.4: freshen the stored fields and serve the stored body."""
         merged = merge_not_modified(stale.headers, fields_304)
+        if stale.encodings is not None:
+            merged = with_vary_accept_encoding(merged)  # a 304's own Vary must not drop ours
         policy = self._policy(stale.status, merged, date, req.target)
         why = why_not_storable(req, stale.status, merged, policy)
         fill.status, fill.reason, fill.headers = stale.status, stale.reason, merged
@@ -396,6 +543,12 @@ class EdgeCore:
                 age0,
                 stale.vary,
             )
+            if stale.encodings is not None:
+                # The body did not change: keep the siblings, with the freshened fields.
+                entry.encodings = {
+                    coding: entry if sibling is stale else encoded_sibling(entry, coding, sibling.body)
+                    for coding, sibling in stale.encodings.items()
+                }
             self._store_entry(entry, fill.secondary)
         elif why is not None:
             self.store.pop(fill.key, None)  # the upstream withdrew permission to keep it
@@ -484,6 +637,7 @@ class EdgeCore:
     async def _send_entry(
         self, req: Request, sink: ResponseSink, entry: Entry, now: float, status: bytes
     ) -> None:
+        entry = self._representation(entry, req)
         headers = [
             *entry.headers,
             (b"Age", b"%d" % entry.age(now)),
@@ -492,9 +646,71 @@ class EdgeCore:
         ]
         if self._answer_not_modified(req, sink, entry.status, entry.headers, headers):
             return
-        sink.start(entry.status, entry.reason, headers, len(entry.body))
+        body = entry.body
+        plan = self._range_plan(req, entry.status, len(body), entry.headers)
+        if plan is not None:
+            await self._send_ranges(sink, plan, entry.reason, headers, memoryview(body), len(body))
+            return
+        sink.start(entry.status, entry.reason, headers, len(body))
         if req.method != HEAD:
-            await sink.write(entry.body)
+            await sink.write(body)
+        sink.end()
+
+    # -- byte ranges (RFC 9110 §14) -------------------------------------------
+    def _range_plan(self, req: Request, status: int, length: int, fields: Headers) -> RangeResult | None:
+        """The ranges to send instead of the whole 200, or None to send it whole."""
+        value = req.fields.get(b"range")
+        if value is None or status != 200 or req.method != GET:
+            return None
+        if_range = req.fields.get(b"if-range")
+        if if_range is not None and not if_range_allows(
+            if_range,
+            get_one(fields, b"etag"),
+            get_one(fields, b"last-modified"),
+            date=get_one(fields, b"date"),
+        ):
+            return None
+        result = parse_range(value, length)
+        return None if result.ignore else result
+
+    async def _send_ranges(
+        self,
+        sink: ResponseSink,
+        plan: RangeResult,
+        reason: bytes,
+        headers: Headers,
+        body: memoryview,
+        length: int,
+    ) -> None:
+        """206 (one part or multipart/byteranges) or 416, as zero-copy slices of ``body``."""
+        if plan.unsatisfiable:
+            fields = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+            sink.start(
+                416, b"Range Not Satisfiable", [*fields, (b"Content-Range", unsatisfied_range(length))], 0
+            )
+            sink.end()
+            return
+        if len(plan.ranges) == 1:
+            start, end = plan.ranges[0]
+            sink.start(
+                206,
+                b"Partial Content",
+                [*headers, (b"Content-Range", content_range(start, end, length))],
+                end - start + 1,
+            )
+            await sink.write(body[start : end + 1])
+            sink.end()
+            return
+        boundary = new_boundary()
+        content_type = get_one(headers, b"content-type")
+        multipart_type, pieces = multipart_byteranges(plan.ranges, body, length, content_type, boundary)
+        fields = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+        fields.append((b"Content-Type", multipart_type))
+        sink.start(
+            206, b"Partial Content", fields, multipart_length(plan.ranges, length, content_type, boundary)
+        )
+        for piece in pieces:
+            await sink.write(piece)
         sink.end()
 
     def _answer_not_modified(
@@ -582,6 +798,7 @@ class EdgeCore:
         for task in list(self._tasks):
             task.cancel()
         self.pool.close()
+        self._compress_pool.shutdown(wait=False, cancel_futures=True)
 
 
 _REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout"}

@@ -24,6 +24,7 @@ class Entry:
     __slots__ = (
         "body",
         "corrected_initial_age",
+        "encodings",
         "etag",
         "fresh_until",
         "headers",
@@ -80,6 +81,8 @@ class Entry:
                 tags.update(value.replace(b",", b" ").split())
         self.tags = frozenset(tags)
         """Purge tags from Surrogate-Key (space-separated) and Cache-Tag (comma-separated)."""
+        self.encodings: dict[bytes, Entry] | None = None
+        """Compressed siblings by coding (see edge.cache.encoded); None when not compressible."""
         self.wire: dict[str, Any] = {}
         """Adapter-private memo of serialised heads, keyed by adapter name."""
 
@@ -93,10 +96,15 @@ class Entry:
     def mark_stale(self) -> None:
         """Soft purge: the entry stays for stale-if-error and revalidation but is never fresh."""
         self.fresh_until = float("-inf")
+        for sibling in (self.encodings or {}).values():
+            sibling.fresh_until = float("-inf")
 
     @property
     def charge(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
+        own = len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
+        if self.encodings:
+            own += sum(sibling.charge for sibling in self.encodings.values())
+        return own
 
 
 class Variants:

@@ -5,6 +5,7 @@ Everything that decides *which stored response a request may match* lives here.
 
 from __future__ import annotations
 
+from edge.http.accept_encoding import normalise_for_key
 from edge.http.fields import split_list
 from edge.http.message import Request
 
@@ -29,10 +30,19 @@ def _normalise(value: bytes) -> bytes:
 
 
 def secondary_key(req: Request, names: tuple[bytes, ...]) -> bytes:
-    """The request's values for the Vary fields, normalised, in ``names`` order."""
+    """The request's values for the Vary fields, normalised, in ``names`` order.
+
+    Accept-Encoding is keyed by the coding the request would get (br, zstd,
+    gzip or identity), not its spelling: browsers send dozens of spellings of
+    the same preference, and keying by them would store the same bytes many
+    times. This is what CDNs do; the upstream is assumed to pick as we do.
+    """
     fields = req.fields
     parts = []
     for name in names:
         value = fields.get(name)
-        parts.append(b"\x00" if value is None else _normalise(value))
+        if name == b"accept-encoding":
+            parts.append(b"identity" if value is None else normalise_for_key(value))
+        else:
+            parts.append(b"\x00" if value is None else _normalise(value))
     return b"\x01".join(parts)

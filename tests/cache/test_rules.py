@@ -129,13 +129,18 @@ def test_vary_names_and_secondary_key() -> None:
         b"accept-language",
     )
     assert vary_names([b"*"]) is None
-    names = (b"accept-encoding",)
-    a = secondary_key(req(Accept_Encoding="gzip,  br"), names)
-    b = secondary_key(req(Accept_Encoding="gzip, br"), names)
-    c = secondary_key(req(Accept_Encoding="br"), names)
+    names = (b"accept-language",)
+    a = secondary_key(req(Accept_Language="en,  fr"), names)
+    b = secondary_key(req(Accept_Language="en, fr"), names)
+    c = secondary_key(req(Accept_Language="fr"), names)
     absent = secondary_key(req(), names)
-    empty = secondary_key(req(Accept_Encoding=""), names)
+    empty = secondary_key(req(Accept_Language=""), names)
     assert a == b and a != c and absent != empty
+    # Accept-Encoding is keyed by the coding the request would get.
+    ae = (b"accept-encoding",)
+    assert secondary_key(req(Accept_Encoding="gzip, deflate, br"), ae) == secondary_key(req(Accept_Encoding="br"), ae)
+    assert secondary_key(req(Accept_Encoding="gzip"), ae) != secondary_key(req(Accept_Encoding="br"), ae)
+    assert secondary_key(req(), ae) == secondary_key(req(Accept_Encoding="identity"), ae)
 
 
 def test_client_conditionals() -> None:

@@ -20,7 +20,7 @@ async def test_miss_then_hit_sends_identical_bytes(origin: ScriptedOrigin, edge:
     origin.routes["/app.js"] = fixed(
         200, BODY, [("Content-Type", "text/javascript"), ("Cache-Control", "max-age=60"), ("ETag", '"v1"')]
     )
-    async with edge.client() as client:
+    async with edge.client(headers={"Accept-Encoding": "identity"}) as client:
         first = await client.get("/app.js")
         second = await client.get("/app.js")
     assert first.status_code == second.status_code == 200

@@ -283,10 +283,18 @@ async def test_vary_keeps_several_variants(origin: ScriptedOrigin, edge: Edge) -
 
 
 async def test_vary_normalises_whitespace(origin: ScriptedOrigin, edge: Edge) -> None:
-    origin.routes["/w"] = fixed(200, b"v", [("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")])
-    await get(edge, "/w", **{"Accept-Encoding": "gzip,br"})
-    assert (await get(edge, "/w", **{"Accept-Encoding": "gzip,   br"})).headers["x-cache"] == "HIT"
-    assert (await get(edge, "/w", **{"Accept-Encoding": "br"})).headers["x-cache"] == "MISS"
+    origin.routes["/w"] = fixed(200, b"v", [("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")])
+    await get(edge, "/w", **{"Accept-Language": "en,fr"})
+    assert (await get(edge, "/w", **{"Accept-Language": "en,   fr"})).headers["x-cache"] == "HIT"
+    assert (await get(edge, "/w", **{"Accept-Language": "fr"})).headers["x-cache"] == "MISS"
+
+
+async def test_vary_accept_encoding_keyed_by_chosen_coding(origin: ScriptedOrigin, edge: Edge) -> None:
+    origin.routes["/ae"] = fixed(200, b"v", [("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")])
+    await get(edge, "/ae", **{"Accept-Encoding": "gzip, deflate, br"})
+    assert (await get(edge, "/ae", **{"Accept-Encoding": "br"})).headers["x-cache"] == "HIT"
+    assert (await get(edge, "/ae", **{"Accept-Encoding": "gzip"})).headers["x-cache"] == "MISS"
+    assert (await get(edge, "/ae", **{"Accept-Encoding": "identity"})).headers["x-cache"] == "MISS"
 
 
 async def test_vary_star_never_matches(origin: ScriptedOrigin, edge: Edge) -> None:
