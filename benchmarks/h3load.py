@@ -93,6 +93,7 @@ def _client_class(b: SimpleNamespace) -> type:
             super().__init__(*args, **kwargs)
             self._h3 = b.H3Connection(self._quic)
             self._pending: dict[int, _Pending] = {}
+            self.terminated = False
 
         def request(
             self, headers: list[tuple[bytes, bytes]], keep_body: bool = False
@@ -106,6 +107,7 @@ def _client_class(b: SimpleNamespace) -> type:
 
         def quic_event_received(self, event: Any) -> None:
             if isinstance(event, b.ConnectionTerminated):
+                self.terminated = True
                 for pending in self._pending.values():
                     if not pending.future.done():
                         pending.future.set_exception(
@@ -289,12 +291,12 @@ async def run_load(
         async def loop(client: Any) -> None:
             nonlocal last_done
             perf = time.perf_counter
-            while counters["started"] < max_requests and perf() < deadline:
+            while counters["started"] < max_requests and perf() < deadline and not client.terminated:
                 counters["started"] += 1
                 began = perf()
                 try:
                     done = await asyncio.wait_for(client.request(req_headers), timeout)
-                except (TimeoutError, ConnectionError):
+                except Exception:  # reset, closed, timed out, or the library refused: one error
                     counters["errors"] += 1
                     continue
                 last_done = perf()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 __all__ = ["render_caddyfile", "render_nginx", "render_vcl"]
 
-# nginx: one cache zone, keep-alive to the origin, the cache status in X-Cache.
+# nginx: one cache zone, keep-alive to the origin, the cache status in X-Cache,
+# no cap on requests per client connection (the other servers have none).
 # proxy_cache_key leaves out $scheme so the cleartext, h2c and TLS listeners
 # share one cache (the edge's key has one scheme too). Bodies live in files
 # under the prefix (nginx's design: served from the page cache with sendfile).
@@ -24,6 +25,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    keepalive_requests 10000000;  # default 1000: nginx would close h1/h2 connections mid-run
     proxy_cache_path {prefix}/cache keys_zone=edge:64m max_size=2g inactive=1h;
     upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
     server {{
