@@ -151,6 +151,27 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25, sample: float = 0.5) -> float:
+    """Wait (at most ``max_wait`` s) until the machine's busy cores over ``sample`` s drop below
+    ``threshold``; return the last busy figure. The servers under test are idle meanwhile, so
+    what is busy is someone else (on a shared machine, other people's test runs)."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = machine_busy_seconds()
+        time.sleep(sample)
+        busy = (machine_busy_seconds() - b0) / sample
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
 def children_cpu_seconds() -> float:
     """CPU seconds of this process's waited-for children (the load generators)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -252,6 +273,7 @@ class Row:
     p99_ms: float | None
     cpu_us_per_req: float | None
     client_cores: float | None
+    other_cores: float | None
     ratio: float | None
     ref: str | None
     rounds: int
@@ -292,6 +314,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[Row]:
                 p99_ms=_median([r.get("p99_ms") for r in rs]),
                 cpu_us_per_req=_median([r.get("cpu_us_per_req") for r in rs]),
                 client_cores=_median([r.get("client_cores") for r in rs]),
+                other_cores=_median([r.get("other_cores") for r in rs]),
                 ratio=_median(ratios) if ratios else None,
                 ref=ref if ratios else None,
                 rounds=len(rs),
@@ -310,19 +333,23 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """A Markdown table of the rows (ratios are req/s against the named reference)."""
+    """A Markdown table of the rows (ratios are req/s against the named reference).
+
+    "other cores" is CPU used meanwhile by everything but the server and the load
+    client: near 0 on a quiet machine; a row with a high figure was disturbed.
+    """
     head = (
         "| mode | proto | object | target | req/s | MiB/s | p50 ms | p99 ms | "
-        "server CPU µs/req | client cores | ratio |"
+        "server CPU µs/req | client cores | other cores | ratio |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x {r.ref}"
         err = f" ⚠{r.errors} err" if r.errors else ""
         lines.append(
             f"| {r.group} | {r.proto} | {r.obj} | {r.target} | {r.rps:,.0f}{err} | {r.mib_s:,.1f} | "
             f"{_fmt(r.p50_ms, '.2f')} | {_fmt(r.p99_ms, '.2f')} | {_fmt(r.cpu_us_per_req, '.1f')} | "
-            f"{_fmt(r.client_cores, '.2f')} | {ratio} |"
+            f"{_fmt(r.client_cores, '.2f')} | {_fmt(r.other_cores, '.2f')} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -977,11 +1004,18 @@ LOADERS: dict[str, Callable[[str, Sequence[tuple[str, str]], LoadPlan, Path], di
 
 
 def measured_run(target: Target, origin_pid: int | None, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run one load and add the server's CPU seconds (its process tree) and per-request cost."""
+    """Run one load; add the server's CPU (its process tree), CPU per request and a noise gauge."""
     cpu0 = tree_cpu_seconds(target.pid)
     origin0 = tree_cpu_seconds(origin_pid) if origin_pid else 0.0
+    busy0 = machine_busy_seconds()
     res = run()
+    busy = machine_busy_seconds() - busy0
     res["server_cpu_s"] = tree_cpu_seconds(target.pid) - cpu0
+    # Whatever else ran meanwhile (other processes on a shared machine, softirq): a noise gauge.
+    res["other_cores"] = max(0.0, busy - res["server_cpu_s"] - res["client_cpu_s"]) / max(
+        res["elapsed_s"], 1e-9
+    )
+    res["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
     res["origin_cpu_s"] = (tree_cpu_seconds(origin_pid) - origin0) if origin_pid else None
     res["cpu_us_per_req"] = res["server_cpu_s"] / res["requests"] * 1e6 if res["requests"] else None
     res["client_cores"] = res["client_cpu_s"] / max(res["elapsed_s"], 1e-9)
@@ -1215,6 +1249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=lambda v: _csv(v, PROTOCOLS, "protocol"),
         help=f"comma list from {','.join(PROTOCOLS)} (default all)",
     )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=15.0,
+        help="before each run, wait up to this many seconds for other processes to leave the CPUs (0: don't)",
+    )
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--h3-processes", type=int, default=1, help="h3load processes (default 1)")
     ap.add_argument(
@@ -1260,8 +1300,13 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stop the servers on `kill` too, not only on Ctrl-C
 
     need = needed_tools(args.targets, args.protocols)
     missing = missing_tools(list(need))
@@ -1393,6 +1438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     path, headers = OBJECTS[obj]
                     url = f"{t.base(proto)}/{path}"
                     plan = plan_for[t.group]
+                    if args.quiet_wait > 0:
+                        busy_before = wait_quiet(args.quiet_wait)
                     try:
                         res = measured_run(t, origin_pid, partial(LOADERS[proto], url, headers, plan, work))
                     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
@@ -1411,10 +1458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         encoding=served[(t.name, proto, obj)]["encoding"],
                         mib_s=res["rps"] * body / 2**20,
                     )
+                    if args.quiet_wait > 0:
+                        res["busy_before"] = busy_before
                     runs.append(res)
                     warn = f"  ⚠ {res['errors']} errors" if res["errors"] else ""
                     if res.get("origin_cpu_s") and res["origin_cpu_s"] > 0.2:
                         warn += f"  ⚠ origin used {res['origin_cpu_s']:.2f} s CPU (misses?)"
+                    if res["other_cores"] > 0.25:
+                        warn += f"  ⚠ noise: {res['other_cores']:.2f} cores used by other processes"
                     say(
                         f"r{rnd} {proto:5s} {obj:4s} {t.name:8s} {res['rps']:9.0f} req/s "
                         f"{res['mib_s']:8.1f} MiB/s "
