@@ -64,6 +64,7 @@ class Config:
     connect_timeout: float = _opt(5.0, "seconds to connect to the upstream", "float")
     read_timeout: float = _opt(30.0, "seconds to wait for upstream bytes before 504", "float")
     max_object_size: int = _opt(64 * 1024**2, "largest response stored in the cache", "size")
+    slice_size: int = _opt(1024**2, "objects larger than this are cached as slices fetched with Range", "size")
     max_request_body: int = _opt(16 * 1024**2, "largest request body accepted (413 beyond)", "size")
     max_request_line: int = _opt(8192, "longest request target (414 beyond)", "size")
     max_header_bytes: int = _opt(32768, "largest request header block (431 beyond)", "size")

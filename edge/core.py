@@ -20,6 +20,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
@@ -34,17 +35,18 @@ import cachetools
 from edge.cache import stale as stale_rules
 from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
 from edge.cache.encoded import encoded_sibling, may_compress, with_vary_accept_encoding
-from edge.cache.entry import Entry, Variants
+from edge.cache.entry import ENTRY_OVERHEAD, Entry, Variants
 from edge.cache.freshness import Policy, corrected_initial_age, freshness_policy
 from edge.cache.key import primary_key, secondary_key, vary_names
 from edge.cache.reuse import Reuse, decide_reuse, request_directives
+from edge.cache.slices import SliceMeta, aligned_spec, meta_key
 from edge.cache.storability import fields_to_strip, why_not_storable
 from edge.cache.store import Store, make_store
 from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
 from edge.codecs import compress
 from edge.config import Config, parse_ttl_rules
 from edge.http.accept_encoding import normalise_for_key
-from edge.http.cache_control import Directives
+from edge.http.cache_control import EMPTY, Directives
 from edge.http.dates import format_http_date, parse_http_date
 from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, get_all, get_one
 from edge.http.message import Request
@@ -55,11 +57,12 @@ from edge.http.ranges import (
     multipart_byteranges,
     multipart_length,
     new_boundary,
+    parse_content_range,
     parse_range,
     unsatisfied_range,
 )
 from edge.serve.sink import ResponseSink
-from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamTimeout
+from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from edge.upstream.fill import Fill
 
 GET, HEAD = b"GET", b"HEAD"
@@ -138,6 +141,13 @@ class EdgeCore:
         """Accept-Encoding value → coding this node would send; a handful of distinct values in practice."""
         self._compressing: set[tuple[int, bytes]] = set()
         self._compress_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-compress")
+        self.slice_size = config.slice_size
+        self._slice_waits: dict[bytes, asyncio.Future[bytes | None]] = {}
+        """Slices being fetched (by a Range request or a sliced fill): followers wait here."""
+        self.unsliceable: cachetools.TTLCache[bytes, bool] = cachetools.TTLCache(
+            maxsize=65536, ttl=config.pass_ttl, timer=clock
+        )
+        """Keys whose upstream answered a Range request with 200: not sliced again for a while."""
         self.compressions: Counter[bytes] = Counter()
         """How many times each coding was produced: once per object and coding."""
 
@@ -272,8 +282,19 @@ class EdgeCore:
                 status = self.name + b"; hit" + ttl + b"; detail=stale-while-revalidate"
                 await self._send_entry(req, sink, entry, now, status)
                 return
+        elif not has_variants:
+            meta = self.store.get(meta_key(key))
+            if meta is not None:
+                if decide_reuse(meta.entry, request_cc, now) is Reuse.FRESH:
+                    status = self.name + b"; hit; ttl=%d" % int(meta.entry.fresh_until - now)
+                    await self._send_sliced(req, sink, meta, now, status)
+                    return
+                self.store.pop(meta_key(key), None)  # stale: slices are fetched afresh
         if b"only-if-cached" in request_cc:
             await self._send_error(sink, req, 504, b"fwd=miss; detail=only-if-cached", "not in cache")
+            return
+        if entry is None and req.method == GET and b"range" in req.fields and key not in self.unsliceable:
+            await self._range_miss(req, sink, key, b"fwd=uri-miss")
             return
         if entry is not None:
             asked = b"no-cache" in request_cc or b"max-age" in request_cc or b"min-fresh" in request_cc
@@ -286,11 +307,21 @@ class EdgeCore:
         await self._via_fill(req, sink, key, fwd, entry, request_cc)
 
     def _start_fill(
-        self, req: Request, key: bytes, stale: Entry | None, interim: Callable[[int, Headers], None]
+        self,
+        req: Request,
+        key: bytes,
+        stale: Entry | None,
+        interim: Callable[[int, Headers], None],
+        adopted: tuple[UpstreamResponse, float] | None = None,
     ) -> Fill:
+        """Register the one fill for ``key`` and run it in its own task.
+
+        ``adopted`` is a response already received (with its request time) that
+        the fill takes over instead of sending a request of its own.
+        """
         fill = Fill(key, stale)
         self.fills[key] = fill
-        task = asyncio.get_running_loop().create_task(self._run_fill(fill, req, interim))
+        task = asyncio.get_running_loop().create_task(self._run_fill(fill, req, interim, adopted))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
@@ -414,10 +445,16 @@ class EdgeCore:
             return
         sink.end()
 
-    async def _run_fill(self, fill: Fill, req: Request, interim: Callable[[int, Headers], None]) -> None:
+    async def _run_fill(
+        self,
+        fill: Fill,
+        req: Request,
+        interim: Callable[[int, Headers], None],
+        adopted: tuple[UpstreamResponse, float] | None = None,
+    ) -> None:
         """Fetch ``fill.key`` once (conditionally when revalidating), stream it and store it if allowed."""
         try:
-            await self._fetch_into(fill, req, interim)
+            await self._fetch_into(fill, req, interim, adopted)
         except Exception as exc:  # never leave readers waiting on a broken fill
             fill.fail_head(exc if isinstance(exc, UpstreamError) else UpstreamError(repr(exc)))
             fill.fail(UpstreamError(repr(exc)))
@@ -425,18 +462,27 @@ class EdgeCore:
         finally:
             self._drop_fill(fill)
 
-    async def _fetch_into(self, fill: Fill, req: Request, interim: Callable[[int, Headers], None]) -> None:
+    async def _fetch_into(
+        self,
+        fill: Fill,
+        req: Request,
+        interim: Callable[[int, Headers], None],
+        adopted: tuple[UpstreamResponse, float] | None,
+    ) -> None:
         key, stale = fill.key, fill.stale
-        headers = self._upstream_headers(req, drop=FILL_DROPPED_FIELDS)
-        if stale is not None:
-            headers += conditional_fields(stale)
-        request_time = self.clock()
-        self.upstream_requests += 1
-        try:
-            resp = await self.pool.request(GET, req.target, headers, on_interim=interim)
-        except UpstreamError as exc:
-            fill.fail_head(exc)
-            return
+        if adopted is not None:
+            resp, request_time = adopted
+        else:
+            headers = self._upstream_headers(req, drop=FILL_DROPPED_FIELDS)
+            if stale is not None:
+                headers += conditional_fields(stale)
+            request_time = self.clock()
+            self.upstream_requests += 1
+            try:
+                resp = await self.pool.request(GET, req.target, headers, on_interim=interim)
+            except UpstreamError as exc:
+                fill.fail_head(exc)
+                return
         response_time = self.clock()
         stored, date = self._stored_fields(resp.headers, response_time)
         age0 = corrected_initial_age(get_one(resp.headers, b"age"), date, request_time, response_time)
@@ -468,7 +514,20 @@ class EdgeCore:
         if compressible:
             # Vary is ours to add (the upstream did not vary); it does not make this a Variants key.
             stored = with_vary_accept_encoding(stored)
-        if why is None and fill.length is not None and fill.length > self.config.max_object_size:
+        sliced = (
+            why is None
+            and resp.status == 200
+            and not fill.vary
+            and fill.length is not None
+            and fill.length > self.slice_size
+            and not (compressible and fill.length <= self.config.max_object_size)
+        )
+        if (
+            not sliced
+            and why is None
+            and fill.length is not None
+            and fill.length > self.config.max_object_size
+        ):
             why = "too-large"
         strip = fields_to_strip(policy)
         if strip:
@@ -480,6 +539,20 @@ class EdgeCore:
             fill.stop_keeping()
             if why in RESPONSE_DEPENDENT:
                 self.pass_keys[key] = why
+        if sliced:
+            assert fill.length is not None
+            stored_meta = SliceMeta(
+                Entry(key, resp.status, resp.reason, stored, b"", policy, response_time, age0),
+                fill.length,
+                self.slice_size,
+            )
+            # Followers read slices (stored as they complete); nobody joins this fill.
+            self._drop_fill(fill)
+            fill.stop_keeping()
+            fill.set_head()
+            self.store.put(meta_key(key), stored_meta, stored_meta.charge)
+            await self._slice_from_stream(fill, resp, stored_meta)
+            return
         fill.set_head()
         try:
             async for chunk in resp.chunks():
@@ -553,6 +626,217 @@ class EdgeCore:
         elif why is not None:
             self.store.pop(fill.key, None)  # the upstream withdrew permission to keep it
 
+    # -- slices of large objects ----------------------------------------------
+    async def _slice_from_stream(self, fill: Fill, resp: UpstreamResponse, meta: SliceMeta) -> None:
+        """Relay a whole 200 to its readers while cutting it into stored slices."""
+        loop = asyncio.get_running_loop()
+        pending: dict[int, asyncio.Future[bytes | None]] = {}
+        for index in range(meta.count()):
+            slice_key = meta.slice_key(index)
+            if slice_key not in self._slice_waits:
+                pending[index] = self._slice_waits[slice_key] = loop.create_future()
+        buffer = bytearray()
+        index = 0
+        try:
+            async for chunk in resp.chunks():
+                fill.append(chunk)
+                buffer += chunk
+                while index < meta.count() and len(buffer) >= meta.span(index)[1] - meta.span(index)[0] + 1:
+                    size = meta.span(index)[1] - meta.span(index)[0] + 1
+                    self._store_slice(meta, index, bytes(buffer[:size]), pending.get(index))
+                    del buffer[:size]
+                    index += 1
+                if not await fill.room() and index >= meta.count():
+                    break
+            fill.finish()
+        except UpstreamError as exc:
+            fill.fail(exc)
+        finally:
+            resp.close()
+            for i, future in pending.items():
+                if not future.done():
+                    future.set_result(None)
+                if self._slice_waits.get(meta.slice_key(i)) is future:
+                    del self._slice_waits[meta.slice_key(i)]
+
+    def _store_slice(
+        self, meta: SliceMeta, index: int, data: bytes, future: asyncio.Future[bytes | None] | None
+    ) -> None:
+        if self.store.peek(meta_key(meta.entry.key)) is meta:
+            with contextlib.suppress(ValueError):  # a slice larger than the cache is served, not kept
+                self.store.put(meta.slice_key(index), data, len(data) + ENTRY_OVERHEAD)
+        if future is not None and not future.done():
+            future.set_result(data)
+
+    async def _slice(self, req: Request, meta: SliceMeta, index: int) -> bytes | None:
+        """Slice ``index`` from the store, from a fetch under way, or from upstream with Range."""
+        slice_key = meta.slice_key(index)
+        for _ in range(2):
+            data = self.store.get(slice_key)
+            if data is not None:
+                return bytes(data)
+            waiting = self._slice_waits.get(slice_key)
+            if waiting is None:
+                break
+            awaited: bytes | None = await asyncio.shield(waiting)
+            if awaited is not None:
+                return awaited
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._slice_waits[slice_key] = future
+        result: bytes | None = None
+        try:
+            start, end = meta.span(index)
+            headers = [
+                *self._upstream_headers(req, drop=FILL_DROPPED_FIELDS),
+                (b"Range", b"bytes=%d-%d" % (start, end)),
+            ]
+            self.upstream_requests += 1
+            resp = await self.pool.request(GET, req.target, headers)
+            try:
+                if not meta.accepts(index, resp.status, resp.headers):
+                    # The object changed upstream: forget it; the next request starts afresh.
+                    if self.store.peek(meta_key(meta.entry.key)) is meta:
+                        self.store.pop(meta_key(meta.entry.key), None)
+                    return None
+                body = b"".join([chunk async for chunk in resp.chunks()])
+            finally:
+                resp.close()
+            if len(body) == end - start + 1:
+                result = body
+                self._store_slice(meta, index, body, None)
+            return result
+        except UpstreamError:
+            return None
+        finally:
+            if not future.done():
+                future.set_result(result)
+            if self._slice_waits.get(slice_key) is future:
+                del self._slice_waits[slice_key]
+
+    async def _range_miss(self, req: Request, sink: ResponseSink, key: bytes, fwd: bytes) -> None:
+        """A Range request for an object not in cache: fetch one slice-sized piece, not the object."""
+        value = req.fields[b"range"]
+        first = value.partition(b"=")[2].split(b",")[0].strip()
+        start_text = first.partition(b"-")[0].strip()
+        # A start offset gives an aligned slice; a suffix range is asked as is (the length is unknown yet).
+        spec = (
+            aligned_spec(int(start_text), self.slice_size)[1] if start_text.isdigit() else b"bytes=" + first
+        )
+        headers = [*self._upstream_headers(req, drop=FILL_DROPPED_FIELDS), (b"Range", spec)]
+        request_time = self.clock()
+        self.upstream_requests += 1
+        try:
+            resp = await self.pool.request(GET, req.target, headers, on_interim=sink.interim)
+        except UpstreamError as exc:
+            await self._send_upstream_error(sink, req, fwd, exc)
+            return
+        response_time = self.clock()
+        span = parse_content_range(get_one(resp.headers, b"content-range"))
+        if resp.status == 200 and key not in self.fills:
+            # The upstream ignores ranges: this 200 becomes the key's ordinary fill,
+            # and the range is cut from it as it streams.
+            self.unsliceable[key] = True
+            fill = self._start_fill(req, key, None, sink.interim, adopted=(resp, request_time))
+            position = fill.attach()
+            try:
+                await self._read_fill(req, sink, fill, position, False, fwd, None, EMPTY)
+            finally:
+                fill.detach(position)
+            return
+        if resp.status != 206 or span is None:
+            await self._relay(req, sink, resp, fwd)
+            return
+        try:
+            body = b"".join([chunk async for chunk in resp.chunks()])
+        except UpstreamError:
+            resp.close()
+            await self._send_upstream_error(sink, req, fwd, UpstreamError("upstream body truncated"))
+            return
+        resp.close()
+        first_byte, _, length = span
+        fields, date = self._stored_fields(resp.headers, response_time)
+        fields = [(k, v) for k, v in fields if k.lower() != b"content-range"]
+        policy = self._policy(200, fields, date, req.target)
+        age0 = corrected_initial_age(get_one(resp.headers, b"age"), date, request_time, response_time)
+        meta = SliceMeta(
+            Entry(key, 200, b"OK", fields, b"", policy, response_time, age0), length, self.slice_size
+        )
+        why = why_not_storable(req, 200, fields, policy)
+        if why is None and not vary_names(get_all(fields, b"vary")):
+            self.store.put(meta_key(key), meta, meta.charge)
+            index = first_byte // self.slice_size
+            if (first_byte, first_byte + len(body) - 1) == meta.span(index):
+                self._store_slice(meta, index, body, None)
+            status = self.name + b"; " + fwd + b"; fwd-status=206; stored"
+        else:
+            status = self.name + b"; " + fwd + b"; fwd-status=206; detail=" + (why or "vary").encode()
+        await self._send_sliced(req, sink, meta, self.clock(), status, loose=(first_byte, body))
+
+    async def _send_sliced(
+        self,
+        req: Request,
+        sink: ResponseSink,
+        meta: SliceMeta,
+        now: float,
+        cache_status: bytes,
+        loose: tuple[int, bytes] | None = None,
+    ) -> None:
+        """Answer from slices: 200 whole, one range as 206, or 416 (several ranges get the whole)."""
+        entry = meta.entry
+        headers = [
+            *entry.headers,
+            (b"Age", b"%d" % entry.age(now)),
+            (b"Cache-Status", cache_status),
+            (b"X-Cache", b"HIT" if b"; hit" in cache_status else b"MISS"),
+        ]
+        if self._answer_not_modified(req, sink, 200, entry.headers, headers):
+            return
+        length = meta.length
+        plan = self._range_plan(req, 200, length, entry.headers)
+        if plan is not None and plan.unsatisfiable:
+            await self._send_ranges(sink, plan, b"OK", headers, memoryview(b""), length)
+            return
+        if plan is not None and len(plan.ranges) == 1:
+            start, end = plan.ranges[0]
+            headers.append((b"Content-Range", content_range(start, end, length)))
+            sink.start(206, b"Partial Content", headers, end - start + 1)
+        else:
+            start, end = 0, length - 1
+            sink.start(200, entry.reason, headers, length)
+        if req.method == HEAD:
+            sink.end()
+            return
+        for index in meta.covering(start, end):
+            first, last = meta.span(index)
+            lo, hi = max(start, first), min(end, last)
+            if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
+                await sink.write(memoryview(loose[1])[lo - loose[0] : hi - loose[0] + 1])
+                continue
+            data = await self._slice(req, meta, index)
+            if data is None:
+                sink.abort()  # the object changed or the upstream failed mid-object
+                return
+            await sink.write(memoryview(data)[lo - first : hi - first + 1])
+        sink.end()
+
+    async def _relay(self, req: Request, sink: ResponseSink, resp: UpstreamResponse, fwd: bytes) -> None:
+        """Pass an upstream response through unchanged (apart from hop-by-hop fields)."""
+        try:
+            fields, _ = self._stored_fields(resp.headers, self.clock())
+            status = self.name + b"; " + fwd + b"; fwd-status=%d" % resp.status
+            fields += [(b"Cache-Status", status), (b"X-Cache", b"MISS")]
+            sink.start(resp.status, resp.reason, fields, _declared_length(resp.headers))
+            if req.method != HEAD:
+                try:
+                    async for chunk in resp.chunks():
+                        await sink.write(chunk)
+                except UpstreamError:
+                    sink.abort()
+                    return
+            sink.end()
+        finally:
+            resp.close()
+
     def _policy(self, status: int, fields: Headers, date: float, target: bytes) -> Policy:
         """Freshness from the response, or the operator's per-path TTL when it gives none."""
         policy = freshness_policy(status, fields, date)
@@ -598,21 +882,7 @@ class EdgeCore:
         except UpstreamError as exc:
             await self._send_upstream_error(sink, req, fwd, exc)
             return
-        try:
-            fields, _ = self._stored_fields(resp.headers, self.clock())
-            status = self.name + b"; " + fwd + b"; fwd-status=%d" % resp.status
-            fields += [(b"Cache-Status", status), (b"X-Cache", b"MISS")]
-            sink.start(resp.status, resp.reason, fields, _declared_length(resp.headers))
-            if req.method != HEAD:
-                try:
-                    async for chunk in resp.chunks():
-                        await sink.write(chunk)
-                except UpstreamError:
-                    sink.abort()
-                    return
-            sink.end()
-        finally:
-            resp.close()
+        await self._relay(req, sink, resp, fwd)
         if req.method not in SAFE_METHODS and 200 <= resp.status < 400:
             self._invalidate_after_unsafe(req, resp.headers)
 

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from edge.cache.entry import Entry, Variants
+from edge.cache.slices import SliceMeta, meta_key
 from edge.cache.store import Store
 from edge.http.message import normalize_host
 
@@ -90,15 +91,16 @@ def url_keys(url: str) -> list[bytes]:
 def purge_url(store: Store, url: str, *, soft: bool = False) -> int:
     """Purge every variant stored for ``url``. O(1) per scheme."""
     purged = 0
-    for key in url_keys(url):
-        value = store.peek(key)
-        if value is None:
-            continue
-        if soft:
-            purged += _mark_stale(value)
-        else:
-            purged += _count(value)
-            store.pop(key, None)
+    for base in url_keys(url):
+        for key in (base, meta_key(base)):  # the object, or the description of its slices
+            value = store.peek(key)
+            if value is None:
+                continue
+            if soft:
+                purged += _mark_stale(value)
+            else:
+                purged += _count(value)
+                store.pop(key, None)
     return purged
 
 
@@ -120,8 +122,8 @@ def purge_tag(store: Store, tag: str, *, soft: bool = False) -> int:
     purged = 0
     for key in list(store):
         value = store.peek(key)
-        if type(value) is Entry:
-            if wanted in value.tags:
+        if type(value) is Entry or type(value) is SliceMeta:
+            if wanted in _entries(value)[0].tags:
                 purged += _purge_value(store, key, value, soft)
         elif type(value) is Variants:
             matched = [s for s, e in value.by_secondary.items() if wanted in e.tags]
@@ -171,6 +173,8 @@ def _entries(value: Any) -> list[Entry]:
         return list(value.by_secondary.values())
     if type(value) is Entry:
         return [value]
+    if type(value) is SliceMeta:
+        return [value.entry]
     return []
 
 

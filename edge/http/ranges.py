@@ -43,6 +43,7 @@ __all__ = [
     "multipart_byteranges",
     "multipart_length",
     "new_boundary",
+    "parse_content_range",
     "parse_range",
     "unsatisfied_range",
 ]
@@ -326,3 +327,20 @@ def multipart_length(
     for i, (start, end) in enumerate(ranges):
         total += len(_part_head(i == 0, boundary, type_line, start, end, length)) + end - start + 1
     return total
+
+
+def parse_content_range(value: bytes | None) -> tuple[int, int, int] | None:
+    """``bytes a-b/len`` → (a, b, len); None for ``*``, an unknown length or bad syntax."""
+    if value is None:
+        return None
+    unit, _, rest = value.strip(_OWS).partition(b" ")
+    if unit.lower() != b"bytes":
+        return None
+    span, slash, total = rest.strip(_OWS).partition(b"/")
+    first, dash, last = span.partition(b"-")
+    if not (slash and dash and first.isdigit() and last.isdigit() and total.isdigit()):
+        return None
+    start, end, length = int(first), int(last), int(total)
+    if start > end or end >= length:
+        return None
+    return start, end, length

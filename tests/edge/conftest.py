@@ -32,7 +32,7 @@ class Edge:
     server: asyncio.Server
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+        return httpx.AsyncClient(base_url=self.url, **{"timeout": 10, **kwargs})
 
 
 class Clock:

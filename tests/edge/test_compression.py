@@ -34,7 +34,9 @@ async def wait_for_compressions(edge: Edge, coding: bytes, count: int) -> None:
 
 
 @pytest.mark.parametrize("coding", ["br", "zstd", "gzip"])
-async def test_compressed_hit_decompresses_to_identity(origin: ScriptedOrigin, edge: Edge, coding: str) -> None:
+async def test_compressed_hit_decompresses_to_identity(
+    origin: ScriptedOrigin, edge: Edge, coding: str
+) -> None:
     origin.routes["/app.js"] = fixed(200, BIG_JS, JS)
     miss = await get(edge, "/app.js", **{"Accept-Encoding": coding})
     assert miss.headers["x-cache"] == "MISS"
@@ -61,7 +63,10 @@ async def test_raw_compressed_bytes_over_the_wire(origin: ScriptedOrigin, edge: 
 
     origin.routes["/small.js"] = fixed(200, SMALL_JS, JS)
     await get(edge, "/small.js")
-    request = b"GET /small.js HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept-Encoding: br\r\nConnection: close\r\n\r\n" % edge.port
+    request = (
+        b"GET /small.js HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept-Encoding: br\r\nConnection: close\r\n\r\n"
+        % edge.port
+    )
     out = await raw_exchange(edge.port, request)
     head, body = out.split(b"\r\n\r\n", 1)
     assert b"Content-Encoding: br" in head, "small bodies are compressed inline on first demand"
@@ -93,7 +98,9 @@ async def test_negotiation(origin: ScriptedOrigin, edge: Edge, accept: str, expe
         f"GET /n.js HTTP/1.1\r\nHost: 127.0.0.1:{edge.port}\r\nAccept-Encoding: {accept}\r\nConnection: close\r\n\r\n".encode(),
     )
     head = out.split(b"\r\n\r\n", 1)[0].decode()
-    coding = next((line.split(": ")[1] for line in head.split("\r\n") if line.startswith("Content-Encoding")), None)
+    coding = next(
+        (line.split(": ")[1] for line in head.split("\r\n") if line.startswith("Content-Encoding")), None
+    )
     assert coding == expected
 
 
@@ -102,7 +109,9 @@ async def test_no_accept_encoding_gets_identity(origin: ScriptedOrigin, edge: Ed
 
     origin.routes["/id.js"] = fixed(200, SMALL_JS, JS)
     await get(edge, "/id.js")
-    out = await raw_exchange(edge.port, b"GET /id.js HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % edge.port)
+    out = await raw_exchange(
+        edge.port, b"GET /id.js HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % edge.port
+    )
     assert b"Content-Encoding" not in out.split(b"\r\n\r\n")[0]
     assert out.endswith(SMALL_JS)
 
@@ -117,7 +126,9 @@ async def test_no_accept_encoding_gets_identity(origin: ScriptedOrigin, edge: Ed
     ],
     ids=["image", "below-min-size", "no-transform", "woff2"],
 )
-async def test_not_compressed(origin: ScriptedOrigin, edge: Edge, headers: list[tuple[str, str]], body: bytes) -> None:
+async def test_not_compressed(
+    origin: ScriptedOrigin, edge: Edge, headers: list[tuple[str, str]], body: bytes
+) -> None:
     origin.routes["/x"] = fixed(200, body, headers)
     for _ in range(3):
         resp = await get(edge, "/x", **{"Accept-Encoding": "br, gzip"})
@@ -150,9 +161,21 @@ async def test_upstream_variants_keyed_by_chosen_coding(origin: ScriptedOrigin, 
 
         accept = (seen.header(b"accept-encoding") or b"").decode()
         if "br" in accept:
-            conn.write(response(200, compress(b"br", BIG_JS, 5), [*JS, ("Content-Encoding", "br"), ("Vary", "Accept-Encoding")]))
+            conn.write(
+                response(
+                    200,
+                    compress(b"br", BIG_JS, 5),
+                    [*JS, ("Content-Encoding", "br"), ("Vary", "Accept-Encoding")],
+                )
+            )
         else:
-            conn.write(response(200, compress(b"gzip", BIG_JS, 6), [*JS, ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]))
+            conn.write(
+                response(
+                    200,
+                    compress(b"gzip", BIG_JS, 6),
+                    [*JS, ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")],
+                )
+            )
 
     origin.routes["/v.js"] = by_coding
     for accept in ("gzip, deflate, br", "br, gzip", "gzip", "gzip, deflate", "br"):
