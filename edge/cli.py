@@ -21,7 +21,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         help_text = f"{f.metadata['help']} (env EDGE_{f.name.upper()}; default {default!r})"
-        parser.add_argument(flag, dest=f.name, default=None, help=help_text)
+        if f.metadata["kind"] == "bool":
+            # ``--dev-cert`` alone means true; ``--dev-cert false`` also works.
+            parser.add_argument(flag, dest=f.name, default=None, nargs="?", const="true", help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +72,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, banner: str | None = None) -> int:
-    from edge.serve.server import AdminBindError, run
+    from edge.serve.server import StartupError, run
 
     def ready() -> None:
         print(banner or f"edge: serving http://{config.listen}/ from {config.upstream}", flush=True)
 
     try:
         run(config, ready)
-    except AdminBindError as exc:
+    except StartupError as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot listen on {config.listen}: {exc.strerror or exc}")

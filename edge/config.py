@@ -64,7 +64,9 @@ class Config:
     connect_timeout: float = _opt(5.0, "seconds to connect to the upstream", "float")
     read_timeout: float = _opt(30.0, "seconds to wait for upstream bytes before 504", "float")
     max_object_size: int = _opt(64 * 1024**2, "largest response stored in the cache", "size")
-    slice_size: int = _opt(1024**2, "objects larger than this are cached as slices fetched with Range", "size")
+    slice_size: int = _opt(
+        1024**2, "objects larger than this are cached as slices fetched with Range", "size"
+    )
     max_request_body: int = _opt(16 * 1024**2, "largest request body accepted (413 beyond)", "size")
     max_request_line: int = _opt(8192, "longest request target (414 beyond)", "size")
     max_header_bytes: int = _opt(32768, "largest request header block (431 beyond)", "size")
@@ -85,6 +87,35 @@ class Config:
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
     )
     admin_token: str = _opt("", "bearer token the admin API requires for purge; empty refuses every purge")
+    # -- HTTPS (HTTP/2 + HTTP/1.1 over TLS) and HTTP/3 (QUIC); both need a certificate --
+    tls_listen: str = _opt(
+        "127.0.0.1:8443",
+        "HOST:PORT[,HOST:PORT...] of HTTPS over TCP (HTTP/2, HTTP/1.1); empty disables it; "
+        "runs only with --cert/--key or --dev-cert",
+    )
+    quic_listen: str = _opt(
+        "127.0.0.1:8443",
+        "HOST:PORT[,HOST:PORT...] of HTTP/3 over UDP; empty disables it; runs only with a certificate",
+    )
+    cert: str = _opt("", "PEM certificate chain for TLS and QUIC (leaf first), with --key")
+    key: str = _opt("", "PEM private key of --cert")
+    dev_cert: bool = _opt(
+        False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
+    )
+    quic_backend: str = _opt("qh3", "QUIC library under HTTP/3: qh3 (Rust core, faster here) or aioquic")
+    quic_max_data: int = _opt(
+        16 * 1024**2, "QUIC connection receive window: request bytes a client may have in flight", "size"
+    )
+    quic_max_stream_data: int = _opt(
+        4 * 1024**2, "QUIC per-stream receive window (request bodies; also what we advertise)", "size"
+    )
+    quic_max_streams: int = _opt(
+        128, "concurrent request streams per QUIC connection (aioquic; qh3 fixes 100)", "int"
+    )
+    quic_idle_timeout: float = _opt(30.0, "seconds a silent QUIC connection is kept", "float")
+    quic_send_buffer: int = _opt(
+        1024**2, "response bytes queued in the QUIC library per connection before writers wait", "size"
+    )
 
     def upstream_target(self) -> UpstreamTarget:
         if not self.upstream:
@@ -102,6 +133,16 @@ class Config:
         if self.cache_size < 1024 * 1024:
             raise ConfigError("cache_size must be at least 1MiB")
         parse_ttl_rules(self.default_ttl)
+        for listen in (self.tls_listen, self.quic_listen):
+            parse_listen_list(listen)
+        if self.quic_backend not in ("qh3", "aioquic"):
+            raise ConfigError(f"quic_backend must be qh3 or aioquic, got {self.quic_backend!r}")
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("cert and key go together: pass both --cert and --key")
+        if self.quic_send_buffer < 64 * 1024:
+            raise ConfigError("quic_send_buffer must be at least 64KiB")
+        if self.quic_max_streams < 1:
+            raise ConfigError("quic_max_streams must be at least 1")
         for coding in self.codings():
             if coding not in (b"br", b"zstd", b"gzip"):
                 raise ConfigError(
@@ -111,6 +152,11 @@ class Config:
     def codings(self) -> tuple[bytes, ...]:
         """The configured compress_codings, in preference order."""
         return tuple(c.strip().lower().encode() for c in self.compress_codings.split(",") if c.strip())
+
+
+def parse_listen_list(value: str) -> list[tuple[str, int]]:
+    """``"127.0.0.1:8443,[::1]:8443"`` → [(host, port), ...]; empty → [] (listener off)."""
+    return [parse_listen(part.strip()) for part in value.split(",") if part.strip()]
 
 
 def parse_ttl_rules(spec: str) -> list[tuple[str, float]]:
@@ -140,9 +186,22 @@ def coerce(f: dataclasses.Field[Any], value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            return _parse_bool(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{f.name}: {exc}") from None
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
 
 
 def load(
