@@ -1,0 +1,118 @@
+"""HTTP/2 (and HTTP/1.1) over TLS: Hypercorn serving the ASGI adapter, checked with httpx."""
+
+from __future__ import annotations
+
+import hashlib
+
+import brotli  # type: ignore[import-untyped]
+import httpx
+import pytest
+
+from edge.serve.devcert import DevCert
+from tests.edge.scripted_origin import ScriptedOrigin, fixed
+from tests.serve.conftest import SecureEdge, start_secure_edge
+from tests.serve.test_h3_adapter import CACHEABLE, blob
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def backend() -> str:
+    return "qh3"  # the QUIC side is not under test here; one backend is enough
+
+
+async def test_h2_miss_then_hit_alt_svc(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    body = b"hello over h2\n"
+    origin.routes["/hello.txt"] = fixed(200, body, [*CACHEABLE, ("Content-Type", "text/plain")])
+    async with secure_edge.h2_client() as client:
+        miss = await client.get("/hello.txt")
+        hit = await client.get("/hello.txt")
+        head = await client.head("/hello.txt")
+    assert miss.http_version == hit.http_version == "HTTP/2"
+    assert (miss.status_code, miss.content, miss.headers["x-cache"]) == (200, body, "MISS")
+    assert (hit.status_code, hit.content, hit.headers["x-cache"]) == (200, body, "HIT")
+    assert hit.headers["cache-status"].startswith("edge; hit; ttl=")
+    assert "age" in hit.headers
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(body))
+    for resp in (miss, hit):
+        assert resp.headers["alt-svc"] == f'h3=":{secure_edge.port}"; ma=86400'
+        assert len(resp.headers.get_list("date")) == 1  # Hypercorn's own Date is switched off
+    assert origin.count("/hello.txt") == 1
+
+
+async def test_h1_over_tls_alpn(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    origin.routes["/a.txt"] = fixed(200, b"a", CACHEABLE)
+    async with httpx.AsyncClient(verify=secure_edge.ssl(), http2=False) as client:
+        resp = await client.get(secure_edge.https_url + "/a.txt")
+    assert resp.http_version == "HTTP/1.1" and resp.content == b"a"
+    assert "alt-svc" in resp.headers
+
+
+async def test_h2_multi_mib_identical_bytes(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    body = blob(5 * 1024 * 1024 + 7)
+    origin.routes["/big.bin"] = fixed(200, body, [*CACHEABLE, ("Content-Type", "application/octet-stream")])
+    digest = hashlib.sha256(body).hexdigest()
+    async with secure_edge.h2_client() as client:
+        miss = await client.get("/big.bin")
+        hit = await client.get("/big.bin")
+    for resp, kind in ((miss, "MISS"), (hit, "HIT")):
+        assert resp.status_code == 200 and resp.headers["x-cache"] == kind
+        assert hashlib.sha256(resp.content).hexdigest() == digest
+
+
+async def test_h2_range_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    body = blob(300_000)
+    origin.routes["/r.bin"] = fixed(200, body, [*CACHEABLE, ("Content-Type", "application/octet-stream")])
+    async with secure_edge.h2_client() as client:
+        await client.get("/r.bin")
+        part = await client.get("/r.bin", headers={"Range": "bytes=1000-1999"})
+    async with httpx.AsyncClient(base_url=secure_edge.h1_url) as h1:
+        await h1.get("/r.bin")
+        ref = await h1.get("/r.bin", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == ref.status_code
+    if part.status_code == 206:
+        assert part.content == body[1000:2000]
+        assert part.headers["content-range"] == f"bytes 1000-1999/{len(body)}"
+    else:
+        # TODO(lead): full 200 until ranges land in edge/core.py; then only the 206 branch remains.
+        assert part.content == body
+
+
+async def test_h2_brotli_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    text = b"body { color: #123456; margin: 0 auto; }\n" * 400
+    headers = [*CACHEABLE, ("Content-Type", "text/css"), ("Vary", "Accept-Encoding")]
+    origin.routes["/s.css"] = fixed(200, text, headers)
+    raw = {"Accept-Encoding": "br"}
+    async with secure_edge.h2_client() as client:
+        await client.get("/s.css", headers=raw)
+        async with client.stream("GET", "/s.css", headers=raw) as hit:
+            encoded = b"".join([chunk async for chunk in hit.aiter_raw()])
+    async with httpx.AsyncClient(base_url=secure_edge.h1_url) as h1:
+        await h1.get("/s.css", headers=raw)
+        ref = await h1.get("/s.css", headers=raw)
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.headers.get("content-encoding") == ref.headers.get("content-encoding")
+    if hit.headers.get("content-encoding") == "br":
+        assert brotli.decompress(encoded) == text
+    else:
+        # TODO(lead): identity until compression is committed in edge/core.py.
+        assert encoded == text
+
+
+async def test_h2_request_body_and_413(origin: ScriptedOrigin, dev_cert: DevCert) -> None:
+    async def echo(seen, conn):  # type: ignore[no-untyped-def]
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen.body) + seen.body)
+
+    origin.routes["/echo"] = echo
+    node = await start_secure_edge(origin.url, dev_cert, max_request_body="40000")
+    try:
+        async with node.h2_client() as client:
+            ok = await client.post("/echo", content=b"y" * 30_000)
+            too_big = await client.post("/echo", content=b"z" * 50_000)
+    finally:
+        await node.stop()
+    assert ok.status_code == 200 and ok.content == b"y" * 30_000
+    assert origin.seen[-1].header(b"x-forwarded-proto") == b"https"
+    assert too_big.status_code == 413
+    assert len(origin.seen) == 1
