@@ -38,6 +38,32 @@ def _reason(status: int) -> bytes:
         return b"Unknown"
 
 
+_HOSTS: dict[bytes, bytes] = {}
+"""Raw Host value → normalised; a node sees few distinct hosts, so this stays small."""
+
+
+def _normal_host(host: bytes) -> bytes:
+    normal = normalize_host(host, b"http")
+    if len(_HOSTS) >= 4096:
+        _HOSTS.clear()
+    _HOSTS[host] = normal
+    return normal
+
+
+def _combine(headers: Headers) -> dict[bytes, bytes]:
+    """Lower-case map combining repeated fields (RFC 9110 §5.3); two Host fields are refused."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in fields:
+            if lname == b"host":
+                raise _Reject(400, "more than one Host field")
+            fields[lname] = fields[lname] + (b"; " if lname == b"cookie" else b", ") + value
+        else:
+            fields[lname] = value
+    return fields
+
+
 class _Reject(Exception):
     def __init__(self, status: int, why: str) -> None:
         super().__init__(why)
@@ -68,6 +94,7 @@ class H1Protocol(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.pending_reject = b""
+        self.chunk_size = 0
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -113,6 +140,7 @@ class H1Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.chunk_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -161,19 +189,14 @@ class H1Protocol(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         headers = self.headers
-        fields: dict[bytes, bytes] = {}
-        size = len(self.url)
-        for name, value in headers:
-            size += len(name) + len(value) + 4
-            lname = name.lower()
-            if lname in fields:
-                if lname == b"host":
-                    raise _Reject(400, "more than one Host field")
-                fields[lname] = fields[lname] + (b"; " if lname == b"cookie" else b", ") + value
-            else:
-                fields[lname] = value
-        if size > self.max_head:
-            raise _Reject(431, "request header block too large")
+        fields = {name.lower(): value for name, value in headers}
+        if len(fields) != len(headers):
+            fields = _combine(headers)  # repeated fields: rare, so checked after the fact
+        if self.head_bytes + self.chunk_size > self.max_head:
+            # Only a head that could be too large is measured field by field.
+            size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in headers)
+            if size > self.max_head:
+                raise _Reject(431, "request header block too large")
         method = parser.get_method()
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported: this is a cache, not a tunnel")
@@ -207,7 +230,7 @@ class H1Protocol(asyncio.Protocol):
             target,
             headers,
             fields,
-            host=normalize_host(host, b"http"),
+            host=_HOSTS.get(host) or _normal_host(host),
             client=self.client,
             http_version=version,
         )
