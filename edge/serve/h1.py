@@ -27,6 +27,13 @@ from edge.core import EdgeCore
 from edge.http.fields import TCHAR, Headers
 from edge.http.message import Request, normalize_host
 
+LLHTTP_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH "
+    b"UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE "
+    b"UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split()
+)
+"""Request methods llhttp parses; any other token method is parsed as POST and restored after."""
+
 MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
 
@@ -48,6 +55,10 @@ def _normal_host(host: bytes) -> bytes:
         _HOSTS.clear()
     _HOSTS[host] = normal
     return normal
+
+
+def _is_token(value: bytes) -> bool:
+    return bool(value) and all(c in TCHAR for c in value)
 
 
 def _combine(headers: Headers) -> dict[bytes, bytes]:
@@ -95,6 +106,9 @@ class H1Protocol(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.pending_reject = b""
         self.chunk_size = 0
+        self.method_override = b""
+        self.at_boundary = True
+        """No part of a message has been received since the last one ended."""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -141,6 +155,13 @@ class H1Protocol(asyncio.Protocol):
         if self.closing:
             return
         self.chunk_size = len(data)
+        if self.at_boundary:
+            # A message starts here: an extension method (RFC 9110 §9.1) llhttp does not know is
+            # parsed as POST (same framing rules) and restored in on_headers_complete.
+            method, space, _ = data.partition(b" ")
+            if space and method not in LLHTTP_METHODS and _is_token(method):
+                self.method_override = method
+                data = b"POST" + data[len(method) :]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -173,6 +194,7 @@ class H1Protocol(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.at_boundary = False
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
@@ -198,6 +220,8 @@ class H1Protocol(asyncio.Protocol):
             if size > self.max_head:
                 raise _Reject(431, "request header block too large")
         method = parser.get_method()
+        if self.method_override:
+            method, self.method_override = self.method_override, b""
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported: this is a cache, not a tunnel")
         version = parser.get_http_version()
@@ -247,6 +271,7 @@ class H1Protocol(asyncio.Protocol):
         if self.body:
             req.body = b"".join(self.body)
         keep_alive = self.parser.should_keep_alive()
+        self.at_boundary = True
         self.in_head = True
         self.head_bytes = 0
         if self.active is None and not self.queue:

@@ -85,6 +85,13 @@ class OriginConnection(asyncio.Protocol):
             self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        from edge.serve.h1 import LLHTTP_METHODS
+
+        method, space, _ = data.partition(b" ")
+        if space and method.isupper() and method not in LLHTTP_METHODS:
+            # Extension methods reach this origin too; llhttp knows a fixed list.
+            self._method_override = method
+            data = b"POST" + data[len(method) :]
         self.parser.feed_data(data)
 
     def on_message_begin(self) -> None:
@@ -102,7 +109,9 @@ class OriginConnection(asyncio.Protocol):
         self._body += body
 
     def on_message_complete(self) -> None:
-        self.queue.put_nowait(Seen(self.parser.get_method(), self._url, self._headers, self._body))
+        method = getattr(self, "_method_override", b"") or self.parser.get_method()
+        self._method_override = b""
+        self.queue.put_nowait(Seen(method, self._url, self._headers, self._body))
 
     async def _run(self) -> None:
         while True:

@@ -346,3 +346,16 @@ async def test_alt_svc_advertised_on_hits_and_misses(origin: ScriptedOrigin) -> 
     finally:
         node.server.close()
         await node.core.aclose()
+
+
+async def test_extension_methods_are_forwarded_with_their_body(origin: ScriptedOrigin, edge: Edge) -> None:
+    async def echo(seen: Seen, conn: OriginConnection) -> None:
+        conn.write(response(200, seen.method + b":" + seen.body))
+
+    origin.routes["/ext"] = echo
+    async with edge.client() as client:
+        for method in ("FROBNICATE", "BAN", "PROPFIND"):
+            resp = await client.request(method, "/ext", content=b"payload")
+            assert resp.status_code == 200 and resp.content == method.encode() + b":payload"
+            assert resp.headers["x-cache"] == "MISS"
+    assert [s.method for s in origin.seen] == [b"FROBNICATE", b"BAN", b"PROPFIND"]
