@@ -163,3 +163,38 @@ def test_served_node_purges_through_its_admin_port(tmp_path: Path) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_workers_share_the_port() -> None:
+    """--workers 2: two processes accept on one port (SO_REUSEPORT) and both answer."""
+    origin_port, edge_port = free_port(), free_port()
+    origin_proc = subprocess.Popen(
+        [sys.executable, "-m", "origin", "serve", "--root", str(REPO / "origin/sample_site"),
+         "--listen", f"127.0.0.1:{origin_port}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    edge_proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", "", "--workers", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{edge_port}/robots.txt"
+        _wait_for(url, edge_proc)
+        time.sleep(1.0)  # the second worker is a spawned interpreter: give it time to bind
+        statuses = set()
+        for _ in range(40):
+            with httpx.Client() as client:  # a new connection each time: the kernel spreads them
+                resp = client.get(url)
+            statuses.add((resp.status_code, resp.content == (REPO / "origin/sample_site/robots.txt").read_bytes()))
+        assert statuses == {(200, True)}
+        children = subprocess.run(["pgrep", "-P", str(edge_proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) >= 1, "a second worker process runs"
+    finally:
+        for proc in (edge_proc, origin_proc):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert edge_proc.returncode is not None
