@@ -102,7 +102,9 @@ class Config:
     dev_cert: bool = _opt(
         False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
     )
-    quic_backend: str = _opt("qh3", "QUIC library under HTTP/3: qh3 (Rust core, faster here) or aioquic")
+    quic_backend: str = _opt(
+        "aioquic", "QUIC library under HTTP/3: aioquic, or qh3 (faster, but no handshake with Chromium 156)"
+    )
     quic_max_data: int = _opt(
         16 * 1024**2, "QUIC connection receive window: request bytes a client may have in flight", "size"
     )
