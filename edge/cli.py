@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen", default="127.0.0.1:8080")
     demo.add_argument("--admin-listen", default="127.0.0.1:9090", help="admin API; empty disables it")
     demo.add_argument("--cache-size", default="512MiB")
+    demo.add_argument(
+        "--tls-port", type=int, default=8443, help="HTTPS and HTTP/3 port on 127.0.0.1 and ::1; 0 disables"
+    )
     return parser
 
 
@@ -91,7 +94,9 @@ def _run(config: Config, banner: str | None = None) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
-    return run_demo(args.origin_listen, args.listen, args.admin_listen, args.cache_size, _fail, _run)
+    return run_demo(
+        args.origin_listen, args.listen, args.admin_listen, args.cache_size, _fail, _run, args.tls_port
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

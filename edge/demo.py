@@ -39,6 +39,18 @@ def _sample_urls(root: Path, base: str) -> list[str]:
     return wanted
 
 
+def _loopbacks(port: int) -> str:
+    """``127.0.0.1:PORT`` plus ``[::1]:PORT`` where IPv6 loopback exists (browsers try ::1 first)."""
+    listen = [f"127.0.0.1:{port}"]
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        listen.append(f"[::1]:{port}")
+    except OSError:
+        pass
+    return ",".join(listen)
+
+
 def run_demo(
     origin_listen: str,
     listen: str,
@@ -46,6 +58,7 @@ def run_demo(
     cache_size: str,
     fail: Callable[[str], int],
     run: Callable[[Config, str], int],
+    tls_port: int = 8443,
 ) -> int:
     """Start the origin as a child process, then run the edge in this one."""
     from origin.sample import ensure_sample_site
@@ -73,6 +86,11 @@ def run_demo(
             "admin_listen": admin_listen,
             "admin_token": token,
         }
+        if tls_port:
+            secure = _loopbacks(tls_port)
+            flags.update(tls_listen=secure, quic_listen=secure, dev_cert="true")
+        else:
+            flags.update(tls_listen="", quic_listen="")
         config = edge_config.load(None, {}, flags)
     except ConfigError as exc:
         origin.terminate()
@@ -85,6 +103,17 @@ def run_demo(
         *(f"  {url}" for url in _sample_urls(root, base)),
         f"try:    curl -sI {base}/index.html | grep -i -e x-cache -e cache-status -e age",
     ]
+    if tls_port:
+        from edge.serve.devcert import ensure_dev_cert
+
+        spki = ensure_dev_cert().spki
+        https = f"https://localhost:{tls_port}"
+        lines += [
+            f"https:  {https}/index.html  (HTTP/2; HTTP/3 on udp {tls_port}, advertised by Alt-Svc)",
+            f"chrome: chromium --origin-to-force-quic-on=localhost:{tls_port} "
+            f"--ignore-certificate-errors-spki-list={spki} {https}/index.html",
+            f"curl:   curl --cacert {ensure_dev_cert().ca} -sI {https}/index.html",
+        ]
     if admin_listen:
         lines += [
             f"admin:  http://{admin_listen}/stats (Authorization: Bearer {token})",

@@ -139,7 +139,8 @@ async def h3_client(host: str, port: int, cafile: str | None) -> AsyncIterator[H
     transport, protocol = await loop.create_datagram_endpoint(lambda: H3ClientProtocol(connection), sock=sock)
     assert isinstance(protocol, H3ClientProtocol)
     try:
-        protocol.connect((host, port))
+        # IPv6 addresses must be 4-tuples: that is how datagrams arrive, and aioquic compares them.
+        protocol.connect((host, port, 0, 0) if family == socket.AF_INET6 else (host, port))
         await protocol.wait_connected()
         yield protocol
     finally:
