@@ -1,0 +1,147 @@
+"""A real browser over HTTP/3: Debian's headless Chromium, driven by Playwright's Python package.
+
+Chromium is forced onto QUIC for the edge's origin (``--origin-to-force-quic-on``)
+and trusts the dev certificate by its SPKI hash only, so the page, its
+assets and a script ``fetch`` all travel over our HTTP/3 adapter; the test
+reads ``nextHopProtocol`` from the page's performance entries and checks a
+fetched asset's length and SHA-256 computed in the page (``crypto.subtle``).
+
+Never downloads a browser: it uses ``/usr/bin/chromium`` (``apt-get install
+chromium``; ``.ci/run`` does it) and skips with the reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from edge.serve.devcert import DevCert
+from tests.serve.conftest import SecureEdge, start_secure_edge
+from tests.serve.h3client import h3_client
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian package chromium is not installed"),
+]
+
+WARM = ["/index.html", "/assets/style.5786a5ea.css", "/assets/app.e445e0a8.js", "/img/logo.svg", "/img/hero.png",
+        "/data/manifest.json", "/img/hero.png?fetched-by-script"]  # fmt: skip
+
+PAGE_CHECK = """
+async (asset) => {
+  const response = await fetch(asset);
+  const bytes = await response.arrayBuffer();
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  await new Promise((r) => setTimeout(r, 50));  // let the fetch's resource entry land
+  return {
+    navigation: performance.getEntriesByType("navigation")[0].nextHopProtocol,
+    resources: performance.getEntriesByType("resource").map((e) => [e.name, e.nextHopProtocol]),
+    status: response.status,
+    length: bytes.byteLength,
+    sha256: hex,
+    xcache: response.headers.get("x-cache"),
+  };
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def sample_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from origin.sample import ensure_sample_site
+
+    return ensure_sample_site(tmp_path_factory.mktemp("sample-site"))
+
+
+@pytest_asyncio.fixture
+async def site_origin(sample_site: Path) -> AsyncIterator[str]:
+    """The real origin package serving the bundled sample site, in this event loop."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from edge.serve.tls import bind_many
+    from origin import create_app
+
+    sock = bind_many("127.0.0.1:0", __import__("socket").SOCK_STREAM, reuse_port=False)[0]
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = None
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(
+        serve(create_app(sample_site), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+QH3_CHROMIUM = (
+    "qh3 2.1.0 never answers Chromium 156's Initial flight with a ServerHello (it only ACKs; "
+    "Chromium times out after 4 s and reports ERR_QUIC_PROTOCOL_ERROR); aioquic and qh3 clients work"
+)
+
+
+@pytest.mark.parametrize(
+    "backend", ["aioquic", pytest.param("qh3", marks=pytest.mark.xfail(reason=QH3_CHROMIUM, strict=True))]
+)
+async def test_chromium_loads_the_demo_page_over_h3(
+    site_origin: str, dev_cert: DevCert, sample_site: Path, backend: str, tmp_path: Path
+) -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    edge: SecureEdge = await start_secure_edge(site_origin, dev_cert, backend)
+    origin = f"127.0.0.1:{edge.port}"
+    # TODO(lead): remove this warm-up. Concurrent misses right after an earlier miss on a pooled
+    # upstream connection leave one fill waiting for an upstream head until read_timeout (h1 front:
+    # "HTTP/1.1 0 Unknown"); reproduced without a browser, in edge/core + edge/upstream, not here.
+    # Filling the cache one request at a time over HTTP/3 sidesteps it; the page below is all hits.
+    async with h3_client("127.0.0.1", edge.port, str(dev_cert.ca)) as warm:
+        for path in WARM:
+            await warm.request(
+                path, authority=origin, headers=[("accept-encoding", "gzip, deflate, br, zstd")]
+            )
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--origin-to-force-quic-on={origin}",
+        f"--ignore-certificate-errors-spki-list={dev_cert.spki}",
+    ]
+    try:
+        async with playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+            try:
+                page = await browser.new_page()
+                response = await page.goto(f"https://{origin}/index.html", wait_until="load")
+                assert response is not None and response.status == 200
+                result: dict[str, Any] = await page.evaluate(PAGE_CHECK, "/img/hero.png?fetched-by-script")
+            finally:
+                await browser.close()
+    finally:
+        await edge.stop()
+
+    hero = (sample_site / "img" / "hero.png").read_bytes()
+    assert result["navigation"] == "h3", result
+    resources = dict(result["resources"])
+    loaded = [name for name in resources if name.startswith(f"https://{origin}/")]
+    assert any(name.endswith(".css") for name in loaded) and any(name.endswith(".js") for name in loaded)
+    assert all(resources[name] == "h3" for name in loaded), resources
+    assert result["status"] == 200 and result["length"] == len(hero)
+    assert result["sha256"] == hashlib.sha256(hero).hexdigest()
+    assert result["xcache"] == "HIT"  # a URL the page had not loaded: bytes came from the edge
+    assert resources[f"https://{origin}/img/hero.png?fetched-by-script"] == "h3"
