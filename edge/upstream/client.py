@@ -97,6 +97,7 @@ class _Connection(asyncio.Protocol):
 
     # -- lifecycle ----------------------------------------------------------
     def reset_for_request(self, method: bytes | None, on_interim: InterimCallback | None) -> None:
+        self.released = False
         self.parser = httptools.HttpResponseParser(self)
         self.method = method
         self.on_interim = on_interim
@@ -158,7 +159,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def release(self) -> None:
+        """Give the connection back (body complete) or close it; idempotent per request."""
+        if self.released:
+            return
+        self.released = True
         if self.body_done and self.keep_alive and not self.closed and self.error is None:
+            self.head = None  # idle: bytes arriving now are unsolicited and close the connection
             self.pool._return(self)
         else:
             self.abort()
@@ -174,7 +180,10 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             if self.on_interim is not None:
-                self.on_interim(status, self.headers)
+                try:
+                    self.on_interim(status, self.headers)
+                except Exception:  # the client that wanted it is gone; the response goes on
+                    self.on_interim = None
             self.headers = []
             self.reason = b""
             return
@@ -323,6 +332,9 @@ class UpstreamPool:
         except TimeoutError:
             conn.abort()
             raise UpstreamTimeout(f"upstream sent no response head within {self.read_timeout:g}s") from None
+        except BaseException:
+            conn.abort()  # the caller went away (cancelled): the connection is in an unknown state
+            raise
         return UpstreamResponse(conn, conn.status, conn.reason, conn.headers)
 
     def close(self) -> None:
