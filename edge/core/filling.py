@@ -41,7 +41,7 @@ from edge.http.ranges import (
 )
 from edge.serve.sink import ResponseSink
 from edge.upstream.client import UpstreamError, UpstreamResponse, UpstreamTimeout
-from edge.upstream.fill import Fill
+from edge.upstream.fill import Fill, Reader
 
 
 def _no_interim(status: int, headers: Headers) -> None:
@@ -100,7 +100,7 @@ class FillMixin(CoreBase):
         req: Request,
         sink: ResponseSink,
         fill: Fill,
-        position: list[int],
+        position: Reader,
         collapsed: bool,
         fwd: bytes,
         stale: Entry | None,
@@ -145,6 +145,7 @@ class FillMixin(CoreBase):
             status += b"; collapsed"
         headers = [
             *fill.headers,
+            *(() if collapsed else fill.leader_fields),
             (b"Age", b"%d" % fill.age),
             (b"Cache-Status", status),
             (b"X-Cache", b"MISS"),
@@ -152,15 +153,12 @@ class FillMixin(CoreBase):
         if self._answer_not_modified(req, sink, fill.status, fill.headers, headers):
             return
         plan = None if fill.length is None else self._range_plan(req, fill.status, fill.length, fill.headers)
-        if plan is not None and fill.length is not None and len(plan.ranges) != 1:
-            # 416, or several ranges: answer from the whole body once it is here.
-            try:
-                body = b"".join([chunk async for chunk in fill.tail(position)])
-            except UpstreamError:
-                await self._send_upstream_error(sink, req, fwd, UpstreamError("upstream body truncated"))
-                return
-            await self._send_ranges(sink, plan, fill.reason, headers, memoryview(body), fill.length)
+        if plan is not None and plan.unsatisfiable and fill.length is not None:
+            fill.detach(position)
+            await self._send_ranges(sink, plan, fill.reason, headers, memoryview(b""), fill.length)
             return
+        if plan is not None and len(plan.ranges) > 1:
+            plan = None  # several ranges on a miss: the whole 200 streams (RFC 9110 allows it)
         if plan is not None and fill.length is not None:
             # One range on a miss: send its bytes as they pass, without waiting for the rest.
             start, end = plan.ranges[0]
@@ -232,9 +230,16 @@ class FillMixin(CoreBase):
         stored, date = self._stored_fields(resp.headers, response_time)
         age0 = corrected_initial_age(get_one(resp.headers, b"age"), date, request_time, response_time)
         fill.upstream_status, fill.age = resp.status, int(age0)
-        if resp.status == 304 and stale is not None and validators_match(stale, stored):
+        if resp.status == 304:
             resp.close()
-            self._refresh_from_304(fill, req, stale, stored, date, response_time, age0)
+            if stale is not None and validators_match(stale, stored):
+                self._refresh_from_304(fill, req, stale, stored, date, response_time, age0)
+            elif stale is not None:
+                # The 304 does not describe what we hold: ask again without preconditions.
+                fill.stale = None
+                await self._fetch_into(fill, req, interim, None)
+            else:
+                fill.fail_head(UpstreamError("upstream answered 304 to an unconditional request"))
             return
         policy = self._policy(resp.status, stored, date, req.target)
         why = why_not_storable(req, resp.status, stored, policy)
@@ -277,6 +282,11 @@ class FillMixin(CoreBase):
         strip = fields_to_strip(policy)
         if strip:
             stored = [(k, v) for k, v in stored if k.lower() not in strip]
+        if why is None or sliced:
+            # A cookie belongs to the client whose request set it: never stored, never shared.
+            fill.leader_fields = [(k, v) for k, v in stored if k.lower() == b"set-cookie"]
+            if fill.leader_fields:
+                stored = [(k, v) for k, v in stored if k.lower() != b"set-cookie"]
         fill.status, fill.reason, fill.headers = resp.status, resp.reason, stored
         fill.not_storable = why
         if why is not None:
@@ -307,7 +317,9 @@ class FillMixin(CoreBase):
                     self._drop_fill(fill)
                     fill.stop_keeping()
                 if not fill.keep and not await fill.room():
-                    return  # every reader left and nothing is being stored: stop fetching
+                    # Every reader left and nothing is being stored: stop fetching.
+                    fill.fail(UpstreamError("every reader left"))
+                    return
         except UpstreamError as exc:
             fill.fail(exc)
             return
@@ -372,24 +384,49 @@ class FillMixin(CoreBase):
             self.store.pop(fill.key, None)  # the upstream withdrew permission to keep it
 
     async def _slice_from_stream(self, fill: Fill, resp: UpstreamResponse, meta: SliceMeta) -> None:
-        """Relay a whole 200 to its readers while cutting it into stored slices."""
+        """Relay a whole 200 to its readers while cutting it into stored slices.
+
+        Only the slice being cut is announced in ``_slice_waits``: a client that
+        wants a later slice fetches it with Range rather than wait for a stream
+        paced by someone else's slow reader.
+        """
         loop = asyncio.get_running_loop()
-        pending: dict[int, asyncio.Future[bytes | None]] = {}
-        for index in range(meta.count()):
-            slice_key = meta.slice_key(index)
-            if slice_key not in self._slice_waits:
-                pending[index] = self._slice_waits[slice_key] = loop.create_future()
         buffer = bytearray()
         index = 0
+        current: asyncio.Future[bytes | None] | None = None
+
+        def announce(i: int) -> asyncio.Future[bytes | None] | None:
+            key = meta.slice_key(i)
+            if i >= meta.count() or key in self._slice_waits:
+                return None
+            future: asyncio.Future[bytes | None] = loop.create_future()
+            self._slice_waits[key] = future
+            return future
+
+        def retire(i: int, future: asyncio.Future[bytes | None] | None, data: bytes | None) -> None:
+            if future is None:
+                return
+            if not future.done():
+                future.set_result(data)
+            if self._slice_waits.get(meta.slice_key(i)) is future:
+                del self._slice_waits[meta.slice_key(i)]
+
+        current = announce(0)
         try:
             async for chunk in resp.chunks():
                 fill.append(chunk)
                 buffer += chunk
-                while index < meta.count() and len(buffer) >= meta.span(index)[1] - meta.span(index)[0] + 1:
-                    size = meta.span(index)[1] - meta.span(index)[0] + 1
-                    self._store_slice(meta, index, bytes(buffer[:size]), pending.get(index))
+                while index < meta.count():
+                    first, last = meta.span(index)
+                    size = last - first + 1
+                    if len(buffer) < size:
+                        break
+                    data = bytes(buffer[:size])
                     del buffer[:size]
+                    self._store_slice(meta, index, data, None)
+                    retire(index, current, data)
                     index += 1
+                    current = announce(index)
                 if not await fill.room() and index >= meta.count():
                     break
             fill.finish()
@@ -397,11 +434,7 @@ class FillMixin(CoreBase):
             fill.fail(exc)
         finally:
             resp.close()
-            for i, future in pending.items():
-                if not future.done():
-                    future.set_result(None)
-                if self._slice_waits.get(meta.slice_key(i)) is future:
-                    del self._slice_waits[meta.slice_key(i)]
+            retire(index, current, None)
 
     def _store_slice(
         self, meta: SliceMeta, index: int, data: bytes, future: asyncio.Future[bytes | None] | None

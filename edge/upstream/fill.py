@@ -26,6 +26,15 @@ HIGH_WATER = 4 << 20
 """Bytes a not-stored fill may run ahead of its slowest reader."""
 
 
+class Reader:
+    """One client reading a fill: its position, compared by identity (two readers may be at one index)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self) -> None:
+        self.index = 0
+
+
 class Fill:
     """The response head and the growing body of one upstream fetch."""
 
@@ -44,6 +53,8 @@ class Fill:
         self.reason = b""
         self.headers: Headers = []
         """Client-facing fields: hop-by-hop removed, Date ensured, Via added."""
+        self.leader_fields: Headers = []
+        """Fields only the client that started the fill receives (its Set-Cookie)."""
         self.length: int | None = None
         """Declared body length, or None when the upstream did not declare one."""
         self.not_storable: str | None = None
@@ -61,8 +72,8 @@ class Fill:
         self.done = False
         self.error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._positions: list[list[int]] = []
-        """One [next chunk index] per active reader."""
+        self._readers: list[Reader] = []
+        """Active readers; removed by identity."""
         self._freed = 0
         """Chunks below this index have been released."""
         self._freed_bytes = 0
@@ -70,7 +81,7 @@ class Fill:
 
     @property
     def readers(self) -> int:
-        return len(self._positions)
+        return len(self._readers)
 
     def set_head(self) -> None:
         if not self.head.done():
@@ -106,7 +117,7 @@ class Fill:
     async def room(self) -> bool:
         """Wait while the slowest reader lags too far; False when nobody reads any more."""
         while not self.keep:
-            if not self._positions:
+            if not self._readers:
                 return False
             if self.size - self._freed_bytes <= self.high_water:
                 return True
@@ -124,7 +135,7 @@ class Fill:
     def _release(self) -> None:
         if self.keep:
             return
-        upto = min((p[0] for p in self._positions), default=len(self.chunks))
+        upto = min((r.index for r in self._readers), default=len(self.chunks))
         chunks = self.chunks
         for i in range(self._freed, upto):
             self._freed_bytes += len(chunks[i])
@@ -135,26 +146,29 @@ class Fill:
             self._room = None
             room.set_result(None)
 
-    def attach(self) -> list[int]:
+    def attach(self) -> Reader:
         """Register a reader before it waits for the head, so no chunk is freed before it reads."""
         if not self.keep and self._freed:
             raise RuntimeError("fill already released its first chunks; cannot join")
-        position = [0]
-        self._positions.append(position)
-        return position
+        reader = Reader()
+        self._readers.append(reader)
+        return reader
 
-    def detach(self, position: list[int]) -> None:
-        if position in self._positions:
-            self._positions.remove(position)
-            self._release()
+    def detach(self, reader: Reader) -> None:
+        """Idempotent: a reader may leave early and again in a ``finally``."""
+        for i, current in enumerate(self._readers):
+            if current is reader:
+                del self._readers[i]
+                self._release()
+                return
 
-    async def tail(self, position: list[int]) -> AsyncIterator[bytes]:
+    async def tail(self, reader: Reader) -> AsyncIterator[bytes]:
         """Every body chunk from the reader's position; raises the fill's error on truncation."""
         while True:
             chunks = self.chunks
-            while position[0] < len(chunks):
-                chunk = chunks[position[0]]
-                position[0] += 1
+            while reader.index < len(chunks):
+                chunk = chunks[reader.index]
+                reader.index += 1
                 yield chunk
                 if not self.keep:
                     self._release()

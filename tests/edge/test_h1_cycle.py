@@ -359,3 +359,21 @@ async def test_extension_methods_are_forwarded_with_their_body(origin: ScriptedO
             assert resp.status_code == 200 and resp.content == method.encode() + b":payload"
             assert resp.headers["x-cache"] == "MISS"
     assert [s.method for s in origin.seen] == [b"FROBNICATE", b"BAN", b"PROPFIND"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[("Cache-Control", "public, max-age=60")], [("CDN-Cache-Control", "max-age=60")]],
+    ids=["public", "targeted"],
+)
+async def test_set_cookie_never_reaches_another_client(
+    origin: ScriptedOrigin, edge: Edge, fields: list[tuple[str, str]]
+) -> None:
+    origin.routes["/ck"] = fixed(200, b"page", [*fields, ("Set-Cookie", "session=alice-secret")])
+    async with edge.client() as alice:
+        first = await alice.get("/ck")
+    async with edge.client() as bob:
+        second = await bob.get("/ck")
+    assert first.headers["set-cookie"] == "session=alice-secret", "the client that asked gets its cookie"
+    assert second.headers["x-cache"] == "HIT" and second.content == b"page"
+    assert "set-cookie" not in second.headers

@@ -139,3 +139,9 @@ async def test_range_on_miss_that_ends_in_later_chunks(origin: ScriptedOrigin, e
     assert resp.status_code == 206 and resp.content == BODY[70000:90001]
     multi = await get(edge, "/m", Range="bytes=0-1,5-6")
     assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
+    origin.routes["/m2"] = fixed(200, BODY, [("Cache-Control", "max-age=600")])
+    cold = await get(edge, "/m2", Range="bytes=0-1,5-6")
+    assert cold.status_code == 200 and cold.content == BODY, "several ranges on a miss: the whole 200 streams"
+    origin.routes["/m3"] = fixed(200, BODY, [("Cache-Control", "max-age=600")])
+    unsatisfiable = await get(edge, "/m3", Range="bytes=999999-")
+    assert unsatisfiable.status_code == 416 and unsatisfiable.headers["content-range"] == f"bytes */{len(BODY)}"

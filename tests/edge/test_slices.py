@@ -160,3 +160,15 @@ async def test_purging_the_url_drops_its_slices(origin: ScriptedOrigin, edge: Ed
     again = await get(edge, "/p.bin", Range="bytes=0-9")
     assert again.headers["x-cache"] == "MISS"
     assert len(ranges_seen(origin, "/p.bin")) == 2
+
+
+async def test_a_stalled_reader_does_not_hold_up_ranges_of_the_same_object(origin: ScriptedOrigin, edge: Edge) -> None:
+    length = 32 * MiB
+    origin.routes["/stall.bin"] = ranged(length)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"GET /stall.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % edge.port)
+    await reader.readuntil(b"\r\n\r\n")  # A reads the head, then stops reading
+    await asyncio.sleep(0.3)
+    tail = await asyncio.wait_for(get(edge, "/stall.bin", Range="bytes=-100"), 5)
+    assert tail.status_code == 206 and tail.content == content(length - 100, length - 1)
+    writer.transport.abort()
