@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from edge.http.fields import Headers
 
 
@@ -71,6 +73,19 @@ def fields_of(headers: Headers) -> dict[bytes, bytes]:
         else:
             fields[lname] = value
     return fields
+
+
+_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+"""RFC 3986 host (reg-name, IPv4 or [IPv6]) with an optional port: no "/", "?", "#", "@" or spaces."""
+
+
+def valid_authority(host: bytes) -> bool:
+    """Whether a Host value (or absolute-form authority) is syntactically an authority.
+
+    A Host such as ``example.com/foo`` must be refused: the cache key joins host
+    and path, so it would otherwise alias ``example.com`` + ``/foo/...``.
+    """
+    return _AUTHORITY.fullmatch(host) is not None
 
 
 def normalize_host(host: bytes, scheme: bytes) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from http import HTTPStatus
 from typing import cast
 
@@ -24,8 +25,8 @@ import httptools
 from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
-from edge.http.fields import TCHAR, Headers
-from edge.http.message import Request, normalize_host
+from edge.http.fields import Headers, is_token
+from edge.http.message import Request, fields_of, normalize_host, valid_authority
 
 LLHTTP_METHODS = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH "
@@ -33,6 +34,8 @@ LLHTTP_METHODS = frozenset(
     b"UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split()
 )
 """Request methods llhttp parses; any other token method is parsed as POST and restored after."""
+
+log = logging.getLogger("edge.serve.h1")
 
 MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
@@ -55,24 +58,6 @@ def _normal_host(host: bytes) -> bytes:
         _HOSTS.clear()
     _HOSTS[host] = normal
     return normal
-
-
-def _is_token(value: bytes) -> bool:
-    return bool(value) and all(c in TCHAR for c in value)
-
-
-def _combine(headers: Headers) -> dict[bytes, bytes]:
-    """Lower-case map combining repeated fields (RFC 9110 §5.3); two Host fields are refused."""
-    fields: dict[bytes, bytes] = {}
-    for name, value in headers:
-        lname = name.lower()
-        if lname in fields:
-            if lname == b"host":
-                raise _Reject(400, "more than one Host field")
-            fields[lname] = fields[lname] + (b"; " if lname == b"cookie" else b", ") + value
-        else:
-            fields[lname] = value
-    return fields
 
 
 class _Reject(Exception):
@@ -109,6 +94,7 @@ class H1Protocol(asyncio.Protocol):
         self.method_override = b""
         self.at_boundary = True
         """No part of a message has been received since the last one ended."""
+        self.messages_begun = 0
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -136,10 +122,29 @@ class H1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_drain()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while the client reads what we write and the pipeline queue has room.
+
+        Hits are written inside the parser callback; without this a client that
+        pipelines requests and never reads would grow the write buffer without bound.
+        """
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        should_pause = self.write_paused or len(self.queue) >= MAX_PIPELINE or bool(self.pending_reject)
+        if should_pause and not self.paused_reading:
+            self.paused_reading = True
+            transport.pause_reading()
+        elif not should_pause and self.paused_reading:
+            self.paused_reading = False
+            transport.resume_reading()
 
     def _wake_drain(self) -> None:
         waiter = self.drain_waiter
@@ -152,16 +157,20 @@ class H1Protocol(asyncio.Protocol):
             await self.drain_waiter
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.pending_reject:
             return
         self.chunk_size = len(data)
         if self.at_boundary:
             # A message starts here: an extension method (RFC 9110 §9.1) llhttp does not know is
             # parsed as POST (same framing rules) and restored in on_headers_complete.
-            method, space, _ = data.partition(b" ")
-            if space and method not in LLHTTP_METHODS and _is_token(method):
-                self.method_override = method
-                data = b"POST" + data[len(method) :]
+            space = data.find(b" ", 0, 64)
+            if space > 0:
+                method = data[:space]
+                if method not in LLHTTP_METHODS and is_token(method):
+                    self.method_override = method
+                    data = b"POST" + data[space:]
+        mid_head = self.in_head and not self.at_boundary
+        begun = self.messages_begun
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -169,16 +178,19 @@ class H1Protocol(asyncio.Protocol):
             if isinstance(reject, _Reject):
                 self._reject(reject.status, reject.why)
             else:
+                log.error("request handling failed", exc_info=reject)
                 self._reject(500, "internal error")
-                raise
+            return
         except httptools.HttpParserInvalidMethodError:
             first = data.split(b" ", 1)[0]
-            if first and all(c in TCHAR for c in first) and first.isupper():
+            if is_token(first) and first.isupper():
                 self._reject(501, "method not implemented")
             else:
                 self._reject(400, "invalid request method")
+            return
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "invalid request target")
+            return
         except httptools.HttpParserUpgrade:
             # Upgrade is hop-by-hop and not offered: the request was taken as plain
             # HTTP and llhttp resumes parsing after it. CONNECT is refused earlier.
@@ -186,15 +198,21 @@ class H1Protocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed request: {exc}")
             return
-        if self.in_head and not self.closing:
-            # Still inside a head: bound what llhttp buffers before a whole field is seen.
-            self.head_bytes += len(data)
-            if self.head_bytes > self.max_head:
-                self._reject(431, "request header block too large")
+        if self.in_head and not self.at_boundary and not self.closing:
+            # This chunk ends inside a head. If the same head was already open when the
+            # chunk arrived, all of it is head: count it, so a field sent forever in
+            # pieces is bounded. A head that began in this chunk is bounded by the chunk.
+            if mid_head and self.messages_begun == begun:
+                self.head_bytes += len(data)
+                if self.head_bytes > self.max_head:
+                    self._reject(431, "request header block too large")
+            else:
+                self.head_bytes = 0
 
     # -- httptools callbacks -------------------------------------------------------
     def on_message_begin(self) -> None:
         self.at_boundary = False
+        self.messages_begun += 1
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
@@ -213,7 +231,10 @@ class H1Protocol(asyncio.Protocol):
         headers = self.headers
         fields = {name.lower(): value for name, value in headers}
         if len(fields) != len(headers):
-            fields = _combine(headers)  # repeated fields: rare, so checked after the fact
+            # Repeated fields: rare, so checked after the fact.
+            if sum(1 for name, _ in headers if name.lower() == b"host") > 1:
+                raise _Reject(400, "more than one Host field")
+            fields = fields_of(headers)
         if self.head_bytes + self.chunk_size > self.max_head:
             # Only a head that could be too large is measured field by field.
             size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in headers)
@@ -239,15 +260,28 @@ class H1Protocol(asyncio.Protocol):
                     raise _Reject(400, "invalid request target")
                 host = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
                 target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+                # RFC 9112 §3.2.2: the target's authority replaces any Host field, upstream too.
+                headers = [(k, v) for k, v in headers if k.lower() != b"host"]
+                headers.insert(0, (b"Host", host))
+                fields[b"host"] = host
         if host is None:
             if version != "1.0":
                 raise _Reject(400, "missing Host field")
             host = b""
+        elif host not in _HOSTS and not valid_authority(host):
+            raise _Reject(400, "invalid Host field")
         content_length = fields.get(b"content-length")
         if content_length is not None and content_length.isdigit():
             if int(content_length) > self.max_body:
                 raise _Reject(413, "request body too large")
-            if fields.get(b"expect", b"").lower() == b"100-continue" and self.transport:
+            if (
+                fields.get(b"expect", b"").lower() == b"100-continue"
+                and version == "1.1"
+                and self.active is None
+                and not self.queue
+                and self.transport
+            ):
+                # Only when no earlier response is still being written: never inside another body.
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.request = Request(
             method,
@@ -279,9 +313,7 @@ class H1Protocol(asyncio.Protocol):
                 self._start(req, keep_alive)
             return
         self.queue.append((req, keep_alive))
-        if len(self.queue) >= MAX_PIPELINE and not self.paused_reading and self.transport:
-            self.paused_reading = True
-            self.transport.pause_reading()
+        self._update_reading()
 
     # -- answering ---------------------------------------------------------------
     def _try_hit(self, req: Request, keep_alive: bool) -> bool:
@@ -337,13 +369,13 @@ class H1Protocol(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
+            log.exception("serving %r failed", req)
             if not sink.started:
                 sink.start(500, b"Internal Server Error", [(b"Content-Type", b"text/plain")], 22)
                 await sink.write(b"internal server error\n")
                 sink.end()
             else:
                 sink.abort()
-            raise
         finally:
             self.active = None
             if not sink.clean or not keep_alive:
@@ -358,33 +390,29 @@ class H1Protocol(asyncio.Protocol):
             if not self._try_hit(req, keep_alive):
                 self._start(req, keep_alive)
                 break
-        if self.paused_reading and len(self.queue) < MAX_PIPELINE // 2 and not self.closing:
-            self.paused_reading = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        if self.pending_reject and self.active is None and not self.queue:
+            self._flush_reject()
+        self._update_reading()
 
     def _reject(self, status: int, why: str) -> None:
-        """Answer a request we will not parse further, then close (nginx does the same)."""
-        if self.closing or self.transport is None:
+        """Answer a request we will not parse further, then close (nginx does the same).
+
+        Requests that arrived before the bad one are answered first, in order.
+        """
+        if self.closing or self.pending_reject or self.transport is None:
             return
-        self.closing = True
         body = f"{status} {_reason(status).decode()}: {why}\n".encode()
-        head = (
+        self.pending_reject = (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, _reason(status), len(body))
-        )
+        ) + body
         if self.active is None and not self.queue:
-            self.transport.write(head + body)
-            self.transport.close()
+            self._flush_reject()
         else:
-            # Earlier pipelined responses go first; then this error and the close.
-            self.queue.clear()
-            self.pending_reject = head + body
-            self.transport.pause_reading()
-            if self.active is not None:
-                self.active.add_done_callback(lambda _: self._flush_reject())
+            self._update_reading()
 
     def _flush_reject(self) -> None:
+        self.closing = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(self.pending_reject)
             self.transport.close()
@@ -415,12 +443,15 @@ class H1Sink:
         self.clean = True
 
     def interim(self, status: int, headers: Headers) -> None:
-        if self.started or self.req.http_version == "1.0" or self.proto.transport is None:
+        transport = self.proto.transport
+        if self.started or self.req.http_version == "1.0" or transport is None or self.proto.closing:
+            return
+        if transport.is_closing():
             return
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
         lines += [k + b": " + v + b"\r\n" for k, v in headers]
         lines.append(b"\r\n")
-        self.proto.transport.write(b"".join(lines))
+        transport.write(b"".join(lines))
 
     def start(self, status: int, reason: bytes, headers: Headers, length: int | None) -> None:
         self.started = True

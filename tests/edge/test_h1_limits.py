@@ -96,3 +96,104 @@ async def test_absolute_form_target(edge: Edge, routes: None, origin: ScriptedOr
     )
     assert status_of(out) == 200 and out.endswith(b"fine")
     assert origin.seen[-1].target == b"/ok"
+
+
+@pytest.mark.parametrize("host", [b"example.com/foo", b"a b", b"x?y", b"user@host", b"h#f"])
+async def test_invalid_host_is_refused(edge: Edge, routes: None, host: bytes) -> None:
+    out = await raw_exchange(edge.port, b"GET /bar HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status_of(out) == 400 and b"Host" in out
+    await still_serves(edge)
+
+
+async def test_absolute_form_authority_replaces_host_upstream(
+    edge: Edge, routes: None, origin: ScriptedOrigin
+) -> None:
+    raw = b"GET http://victim.example/ok HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n"
+    out = await raw_exchange(edge.port, raw)
+    assert status_of(out) == 200
+    assert origin.seen[-1].header(b"host") == b"victim.example"
+    assert [k for k, _ in origin.seen[-1].headers].count(b"Host") == 1
+
+
+async def test_pipelined_requests_before_a_bad_one_are_answered_first(
+    edge: Edge, routes: None, origin: ScriptedOrigin
+) -> None:
+    origin.routes["/slow"] = fixed(200, b"slow", [("Cache-Control", "max-age=60")], delay=0.2)
+    raw = b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /ok HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n"
+    out = await raw_exchange(edge.port, raw)
+    import re
+
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
+    assert statuses[:2] == [200, 200] and statuses[2] in (400, 501) and len(statuses) == 3
+    assert out.index(b"slow") < out.index(b"fine") < out.index(b"Connection: close")
+
+
+async def test_large_post_then_get_on_one_connection(edge: Edge, routes: None, origin: ScriptedOrigin) -> None:
+    from tests.edge.scripted_origin import OriginConnection, Seen, response
+
+    async def echo(seen: Seen, conn: OriginConnection) -> None:
+        conn.write(response(200, b"%d" % len(seen.body)))
+
+    origin.routes["/post"] = echo
+    body = b"x" * 200_000
+    raw = b"POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    raw += b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    out = await raw_exchange(edge.port, raw)
+    assert out.count(b"HTTP/1.1 200 OK") == 2, out[-300:]
+    assert b"200000" in out and out.endswith(b"fine")
+
+
+async def test_a_thousand_pipelined_hits_in_one_write(edge: Edge, routes: None) -> None:
+    await still_serves(edge)  # /ok is now cached
+    request = b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % edge.port
+    out = await raw_exchange(edge.port, request * 999 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    assert out.count(b"HTTP/1.1 200 OK") == 1000
+    assert b"431" not in out
+
+
+async def test_100_continue_is_never_sent_inside_another_response(
+    edge: Edge, routes: None, origin: ScriptedOrigin
+) -> None:
+    import asyncio
+
+    from tests.edge.scripted_origin import OriginConnection, Seen, response
+
+    async def echo(seen: Seen, conn: OriginConnection) -> None:
+        conn.write(response(200, b"got:" + seen.body))
+
+    origin.routes["/slow"] = fixed(200, b"A" * 5000, [("Cache-Control", "no-store")], delay=0.2)
+    origin.routes["/up"] = echo
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(
+        b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    await asyncio.sleep(0.4)
+    writer.write(b"BBBBB")
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    first_body_end = out.index(b"A" * 5000) + 5000
+    assert b"100 Continue" not in out[:first_body_end]
+    assert out.endswith(b"got:BBBBB")
+
+
+async def test_client_that_never_reads_stops_the_edge_reading(edge: Edge, routes: None, origin: ScriptedOrigin) -> None:
+    import asyncio
+
+    origin.routes["/big"] = fixed(200, b"z" * 16384, [("Cache-Control", "max-age=60")])
+    async with edge.client() as client:
+        await client.get("/big")
+    request = b"GET /big HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Pad: %s\r\n\r\n" % (edge.port, b"p" * 2000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    sent = 0
+    try:
+        async with asyncio.timeout(2):
+            for _ in range(20000):
+                writer.write(request)
+                await writer.drain()
+                sent += 1
+    except TimeoutError:
+        pass
+    assert sent < 20000, "the edge kept reading (and buffering responses) for a client that reads nothing"
+    writer.transport.abort()
+    await still_serves(edge)
