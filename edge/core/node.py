@@ -78,11 +78,16 @@ class EdgeCore(SliceMixin):
         elif not has_variants:
             meta = self.store.get(meta_key(key))
             if meta is not None:
-                if decide_reuse(meta.entry, request_cc, now) is Reuse.FRESH:
+                if decide_reuse(meta.entry, request_cc, now) is not Reuse.VALIDATE:
                     status = self.name + b"; hit; ttl=%d" % int(meta.entry.fresh_until - now)
                     await self._send_sliced(req, sink, meta, now, status)
                     return
-                self.store.pop(meta_key(key), None)  # stale: slices are fetched afresh
+                if b"only-if-cached" not in request_cc and await self._revalidate_slices(req, meta):
+                    asked = b"no-cache" in request_cc or b"max-age" in request_cc
+                    status = self.name + (b"; fwd=request" if asked else b"; fwd=stale") + b"; fwd-status=304"
+                    await self._send_sliced(req, sink, meta, self.clock(), status)
+                    return
+                self.store.pop(meta_key(key), None)  # changed or unknown: slices are fetched afresh
         if b"only-if-cached" in request_cc:
             await self._send_error(sink, req, 504, b"fwd=miss; detail=only-if-cached", "not in cache")
             return

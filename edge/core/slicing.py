@@ -9,6 +9,7 @@ from edge.cache.freshness import corrected_initial_age
 from edge.cache.key import vary_names
 from edge.cache.slices import SliceMeta, aligned_spec, meta_key
 from edge.cache.storability import why_not_storable
+from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
 from edge.core.base import FILL_DROPPED_FIELDS, GET, HEAD
 from edge.core.filling import FillMixin
 from edge.http.cache_control import EMPTY
@@ -175,3 +176,51 @@ class SliceMixin(FillMixin):
                 return
             await sink.write(memoryview(data)[lo - first : hi - first + 1])
         sink.end()
+
+    async def _revalidate_slices(self, req: Request, meta: SliceMeta) -> bool:
+        """Ask whether a sliced object is unchanged, at the cost of one byte; freshen it if so.
+
+        A browser reload (``no-cache``) or an expired description must not
+        refetch a large object whose slices are still right.
+        """
+        if meta.entry.etag is None and meta.entry.last_modified is None:
+            return False
+        headers = [
+            *self._upstream_headers(req, drop=FILL_DROPPED_FIELDS),
+            *conditional_fields(meta.entry),
+            (b"Range", b"bytes=0-0"),
+        ]
+        request_time = self.clock()
+        self.upstream_requests += 1
+        try:
+            resp = await self.pool.request(GET, req.target, headers)
+        except UpstreamError:
+            return False
+        try:
+            response_time = self.clock()
+            fields, date = self._stored_fields(resp.headers, response_time)
+            span = parse_content_range(get_one(resp.headers, b"content-range"))
+            same = (resp.status == 304 and validators_match(meta.entry, fields)) or (
+                resp.status == 206
+                and span is not None
+                and span[2] == meta.length
+                and meta.entry.etag is not None
+                and get_one(fields, b"etag") == meta.entry.etag
+            )
+            if resp.status == 206:
+                async for _ in resp.chunks():
+                    pass  # one byte: read it so the connection can be reused
+        except UpstreamError:
+            return False
+        finally:
+            resp.close()
+        if not same:
+            return False
+        fields = [(k, v) for k, v in fields if k.lower() not in (b"content-range", b"set-cookie")]
+        merged = merge_not_modified(meta.entry.headers, fields)
+        policy = self._policy(200, merged, date, req.target)
+        age0 = corrected_initial_age(get_one(resp.headers, b"age"), date, request_time, response_time)
+        meta.entry = Entry(meta.entry.key, 200, meta.entry.reason, merged, b"", policy, response_time, age0)
+        if self.store.peek(meta_key(meta.entry.key)) is meta:
+            self.store.put(meta_key(meta.entry.key), meta, meta.charge)
+        return True

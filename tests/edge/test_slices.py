@@ -172,3 +172,16 @@ async def test_a_stalled_reader_does_not_hold_up_ranges_of_the_same_object(origi
     tail = await asyncio.wait_for(get(edge, "/stall.bin", Range="bytes=-100"), 5)
     assert tail.status_code == 206 and tail.content == content(length - 100, length - 1)
     writer.transport.abort()
+
+
+async def test_reload_of_a_sliced_object_revalidates_with_one_byte(origin: ScriptedOrigin, edge: Edge) -> None:
+    length = 8 * MiB
+    origin.routes["/r.bin"] = ranged(length)
+    first = await get(edge, "/r.bin")
+    assert first.content == content(0, length - 1)
+    sent_before = origin.sent
+    reload = await get(edge, "/r.bin", **{"Cache-Control": "no-cache"})
+    assert reload.status_code == 200 and reload.content == content(0, length - 1)
+    assert "fwd=request; fwd-status=304" in reload.headers["cache-status"]
+    assert origin.sent - sent_before < 4096, "a reload cost a full refetch"
+    assert ranges_seen(origin, "/r.bin")[-1] == "bytes=0-0"
