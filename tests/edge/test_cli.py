@@ -100,7 +100,8 @@ def test_demo_serves_the_sample_site_miss_then_hit(tmp_path: Path) -> None:
     origin_port, edge_port, admin_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "demo", "--origin-listen", f"127.0.0.1:{origin_port}",
-         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+         "--tls-port", str(free_port())],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
     )  # fmt: skip
@@ -142,7 +143,8 @@ def test_served_node_purges_through_its_admin_port(tmp_path: Path) -> None:
     env = {**os.environ, "EDGE_ADMIN_TOKEN": "s3cret"}
     edge_proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
-         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+         "--tls-port", str(free_port())],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -93,14 +93,9 @@ async def test_range_request_same_as_h1(origin: ScriptedOrigin, secure_edge: Sec
         await h1.get("/r.bin")
         ref = await h1.get("/r.bin", headers={"Range": "bytes=1000-1999"})
     # The adapter translates only: HTTP/3 answers a Range exactly as the cleartext front does.
-    assert part.status == ref.status_code
-    if part.status == 206:
-        assert bytes(part.body) == body[1000:2000]
-        assert part.header("content-range") == f"bytes 1000-1999/{len(body)}"
-    else:
-        # TODO(lead): the core answers Range with the full 200 today; once ranges land in
-        # edge/core.py this branch goes and the 206 branch above is the assertion.
-        assert part.status == 200 and bytes(part.body) == body
+    assert part.status == ref.status_code == 206
+    assert bytes(part.body) == body[1000:2000]
+    assert part.header("content-range") == f"bytes 1000-1999/{len(body)}"
 
 
 async def test_brotli_negotiated_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
@@ -121,10 +116,7 @@ async def test_brotli_negotiated_same_as_h1(origin: ScriptedOrigin, secure_edge:
         else:
             assert resp.header("content-encoding") is None and bytes(resp.body) == text
     # The adapter only translates: an HTTP/3 hit is encoded exactly as the cleartext front's hit.
-    assert hit.header("content-encoding") == ref.headers.get("content-encoding")
-    # TODO(lead): drop this `if` once compression is committed in edge/core.py; then br is required.
-    if ref.headers.get("content-encoding") is not None:
-        assert hit.header("content-encoding") == "br"
+    assert hit.header("content-encoding") == ref.headers.get("content-encoding") == "br"
 
 
 async def test_post_passes_through_with_body(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
