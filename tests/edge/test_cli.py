@@ -143,8 +143,7 @@ def test_served_node_purges_through_its_admin_port(tmp_path: Path) -> None:
     env = {**os.environ, "EDGE_ADMIN_TOKEN": "s3cret"}
     edge_proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
-         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
-         "--tls-port", str(free_port())],
+         "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

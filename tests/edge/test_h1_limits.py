@@ -184,7 +184,7 @@ async def test_client_that_never_reads_stops_the_edge_reading(edge: Edge, routes
     async with edge.client() as client:
         await client.get("/big")
     request = b"GET /big HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Pad: %s\r\n\r\n" % (edge.port, b"p" * 2000)
-    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     sent = 0
     try:
         async with asyncio.timeout(2):
