@@ -64,10 +64,7 @@ class EdgeCore(SliceMixin):
         if entry is not None:
             reuse = decide_reuse(entry, request_cc, now)
             ttl = b"; ttl=%d" % int(entry.fresh_until - now) if entry.fresh_until != NEVER else b""
-            if reuse is Reuse.FRESH:
-                await self._send_entry(req, sink, entry, now, self.name + b"; hit" + ttl)
-                return
-            if reuse is Reuse.STALE_ALLOWED:
+            if reuse is not Reuse.VALIDATE:  # fresh, or stale within the request's max-stale
                 await self._send_entry(req, sink, entry, now, self.name + b"; hit" + ttl)
                 return
             if stale_rules.while_revalidate(entry, request_cc, now):
