@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,22 +122,22 @@ def _client_class(b: SimpleNamespace) -> type:
                     reset.future.set_exception(ConnectionError(f"stream reset ({event.error_code})"))
                 return
             for ev in self._h3.handle_event(event):
-                pending = self._pending.get(getattr(ev, "stream_id", -1))
-                if pending is None:
+                waiter = self._pending.get(getattr(ev, "stream_id", -1))
+                if waiter is None:
                     continue
                 if isinstance(ev, b.HeadersReceived):
                     for name, value in ev.headers:
                         if name == b":status":
-                            pending.status = int(value)
-                    pending.headers.extend(ev.headers)
+                            waiter.status = int(value)
+                    waiter.headers.extend(ev.headers)
                 elif isinstance(ev, b.DataReceived):
-                    pending.nbytes += len(ev.data)
-                    if pending.keep_body:
-                        pending.body += ev.data
+                    waiter.nbytes += len(ev.data)
+                    if waiter.keep_body:
+                        waiter.body += ev.data
                 if ev.stream_ended:
                     del self._pending[ev.stream_id]
-                    if not pending.future.done():
-                        pending.future.set_result(pending)
+                    if not waiter.future.done():
+                        waiter.future.set_result(waiter)
 
     return H3Client
 
@@ -385,7 +386,10 @@ def _run_processes(args: argparse.Namespace) -> LoadSummary:
         cmd_base += ["-H", f"{name}: {value}"]
     if args.cafile:
         cmd_base += ["--cafile", args.cafile]
-    procs = [subprocess.Popen(cmd_base, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]
+    root = Path(__file__).resolve().parent.parent  # so ``-m benchmarks.h3load`` resolves from anywhere
+    procs = [
+        subprocess.Popen(cmd_base, stdout=subprocess.PIPE, text=True, cwd=root) for _ in range(args.processes)
+    ]
     limit = args.duration + args.timeout + 30
     parts = []
     for proc in procs:

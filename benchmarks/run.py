@@ -1022,6 +1022,30 @@ def measured_run(target: Target, origin_pid: int | None, run: Callable[[], dict[
     return res
 
 
+NOISY = 0.25
+"""Cores used by other processes during a run above which the run counts as disturbed."""
+
+
+def quietest_run(
+    target: Target, origin_pid: int | None, run: Callable[[], dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """A measured run, repeated (at most ``args.retry_noisy`` times) while others disturbed it.
+
+    Waits for a quiet machine before each attempt and keeps the least disturbed one.
+    """
+    best: dict[str, Any] | None = None
+    for attempt in range(1 + max(0, args.retry_noisy)):
+        busy_before = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+        res = measured_run(target, origin_pid, run)
+        res.update(busy_before=busy_before, attempt=attempt + 1)
+        if best is None or res["other_cores"] < best["other_cores"]:
+            best = res
+        if res["other_cores"] <= NOISY:
+            break
+    assert best is not None
+    return best
+
+
 # --------------------------------------------------------------------------- cold miss and memory
 
 
@@ -1255,6 +1279,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=15.0,
         help="before each run, wait up to this many seconds for other processes to leave the CPUs (0: don't)",
     )
+    ap.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        help="repeat a run disturbed by other processes up to N times, keeping the quietest (default 2)",
+    )
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--h3-processes", type=int, default=1, help="h3load processes (default 1)")
     ap.add_argument(
@@ -1438,10 +1468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     path, headers = OBJECTS[obj]
                     url = f"{t.base(proto)}/{path}"
                     plan = plan_for[t.group]
-                    if args.quiet_wait > 0:
-                        busy_before = wait_quiet(args.quiet_wait)
                     try:
-                        res = measured_run(t, origin_pid, partial(LOADERS[proto], url, headers, plan, work))
+                        res = quietest_run(
+                            t, origin_pid, partial(LOADERS[proto], url, headers, plan, work), args
+                        )
                     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
                         failures.append(f"{t.name} {proto} {obj} round {rnd}: load run failed: {exc}")
                         say(f"RUN FAILED  {failures[-1]}")
@@ -1458,13 +1488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         encoding=served[(t.name, proto, obj)]["encoding"],
                         mib_s=res["rps"] * body / 2**20,
                     )
-                    if args.quiet_wait > 0:
-                        res["busy_before"] = busy_before
                     runs.append(res)
                     warn = f"  ⚠ {res['errors']} errors" if res["errors"] else ""
                     if res.get("origin_cpu_s") and res["origin_cpu_s"] > 0.2:
                         warn += f"  ⚠ origin used {res['origin_cpu_s']:.2f} s CPU (misses?)"
-                    if res["other_cores"] > 0.25:
+                    if res["other_cores"] > NOISY:
                         warn += f"  ⚠ noise: {res['other_cores']:.2f} cores used by other processes"
                     say(
                         f"r{rnd} {proto:5s} {obj:4s} {t.name:8s} {res['rps']:9.0f} req/s "
@@ -1488,9 +1516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"--- {name} log (last lines) ---\n{tail}")
         raise
     finally:
-        for name, path in lab.configs.items():
+        for conf_name, conf_path in lab.configs.items():
             (out_dir / "configs").mkdir(exist_ok=True)
-            shutil.copy(path, out_dir / "configs" / name)
+            shutil.copy(conf_path, out_dir / "configs" / conf_name)
         lab.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
