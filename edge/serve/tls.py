@@ -100,4 +100,7 @@ async def serve_tls(
     hc.keep_alive_timeout = 75.0
     hc.graceful_timeout = 1.0
     hc.h2_max_concurrent_streams = 128
+    # Hypercorn closes a connection after 1000 requests by default; browsers and load tools
+    # keep one HTTP/2 connection per origin, so that cap would cost a reconnect every 1000.
+    hc.keep_alive_max_requests = 1_000_000
     await serve(EdgeASGI(core, config), hc, shutdown_trigger=shutdown.wait, mode="asgi")  # type: ignore[arg-type]
