@@ -27,6 +27,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
 from edge.http.message import Request, fields_of, normalize_host
+from edge.serve.sink import serve_guarded
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,17 +94,7 @@ class EdgeASGI:
         if not await self.read_body(req, receive, send):
             return
         sink = ASGISink(send, req, self.alt_svc, "http.response.early_hint" in scope.get("extensions", {}))
-        try:
-            await self.core.serve(req, sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if not sink.started:
-                sink.start(500, b"", [(b"content-type", b"text/plain")], 22)
-                await sink.write(b"internal server error\n")
-                sink.end()
-                await sink.finish()
-            raise
+        await serve_guarded(self.core.serve, req, sink)
         await sink.finish()
 
     async def read_body(self, req: Request, receive: Receive, send: Send) -> bool:

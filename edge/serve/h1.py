@@ -27,6 +27,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers, is_token
 from edge.http.message import Request, fields_of, normalize_host, valid_authority
+from edge.serve.sink import serve_guarded
 
 LLHTTP_METHODS = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH "
@@ -365,17 +366,7 @@ class H1Protocol(asyncio.Protocol):
     async def _serve(self, req: Request, keep_alive: bool) -> None:
         sink = H1Sink(self, req, keep_alive)
         try:
-            await self.core.serve(req, sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("serving %r failed", req)
-            if not sink.started:
-                sink.start(500, b"Internal Server Error", [(b"Content-Type", b"text/plain")], 22)
-                await sink.write(b"internal server error\n")
-                sink.end()
-            else:
-                sink.abort()
+            await serve_guarded(self.core.serve, req, sink)
         finally:
             self.active = None
             if not sink.clean or not keep_alive:

@@ -34,6 +34,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
 from edge.http.message import Request, fields_of, normalize_host
+from edge.serve.sink import serve_guarded
 
 __all__ = [
     "BACKENDS",
@@ -342,18 +343,7 @@ class H3Session:
             await self.send_body(stream_id, entry.body, end=True)
             return
         sink = H3Sink(self, stream_id, req)
-        try:
-            await self.core.serve(req, sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            if not sink.started:
-                sink.start(500, b"", [(b"content-type", b"text/plain")], 22)
-                await sink.write(b"internal server error\n")
-                sink.end()
-            else:
-                sink.abort()
-            raise
+        await serve_guarded(self.core.serve, req, sink)
 
     async def send_body(self, stream_id: int, data: bytes | memoryview, end: bool) -> None:
         """Hand ``data`` to the library in chunks, each only when the backlog is below the bound."""

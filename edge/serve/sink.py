@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from edge.http.fields import Headers
+from edge.http.message import Request
+
+log = logging.getLogger("edge.serve")
 
 
 class ResponseSink(Protocol):
@@ -14,6 +19,9 @@ class ResponseSink(Protocol):
     (Content-Length or chunking, Connection) itself. For a HEAD request the
     adapter sends the head with ``length`` as Content-Length and no body.
     """
+
+    started: bool
+    """True once ``start`` ran: after that an error can only cut the response short."""
 
     def interim(self, status: int, headers: Headers) -> None:
         """Relay a 1xx interim response (e.g. 103 Early Hints)."""
@@ -29,3 +37,19 @@ class ResponseSink(Protocol):
 
     def abort(self) -> None:
         """The body cannot be completed: close so the client sees truncation."""
+
+
+async def serve_guarded(
+    serve: Callable[[Request, ResponseSink], Awaitable[None]], req: Request, sink: ResponseSink
+) -> None:
+    """Run the core for one request; a bug answers 500 (or cuts the body) instead of killing the adapter."""
+    try:
+        await serve(req, sink)
+    except Exception:
+        log.exception("serving %r failed", req)
+        if not sink.started:
+            sink.start(500, b"Internal Server Error", [(b"content-type", b"text/plain")], 22)
+            await sink.write(b"internal server error\n")
+            sink.end()
+        else:
+            sink.abort()
