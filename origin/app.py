@@ -111,6 +111,7 @@ class OriginFiles:
         method = scope["method"]
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
+            await _drain_body(receive)
             await _send_simple(send, 405, b"Method Not Allowed\n", False, [(b"allow", ALLOW)])
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -343,3 +344,19 @@ def create_app(
     app.router.default = files
     app.state.files = files
     return app
+
+
+async def _drain_body(receive: Receive, limit: int = 1 << 20) -> None:
+    """Read a refused request's body (bounded), so the connection can carry the next request.
+
+    An unread body makes the server close the connection after answering; a
+    client reusing it at that moment sees "disconnected without a response".
+    """
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
