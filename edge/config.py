@@ -102,6 +102,9 @@ class Config:
     dev_cert: bool = _opt(
         False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
     )
+    tls_front: str = _opt(
+        "own", "what serves HTTPS over TCP: own (uvloop + ssl + h2, faster) or hypercorn"
+    )
     quic_backend: str = _opt(
         "aioquic", "QUIC library under HTTP/3: aioquic, or qh3 (faster, but no handshake with Chromium 156)"
     )
@@ -139,6 +142,8 @@ class Config:
             parse_listen_list(listen)
         if self.quic_backend not in ("qh3", "aioquic"):
             raise ConfigError(f"quic_backend must be qh3 or aioquic, got {self.quic_backend!r}")
+        if self.tls_front not in ("own", "hypercorn"):
+            raise ConfigError(f"tls_front must be own or hypercorn, got {self.tls_front!r}")
         if bool(self.cert) != bool(self.key):
             raise ConfigError("cert and key go together: pass both --cert and --key")
         if self.quic_send_buffer < 64 * 1024:

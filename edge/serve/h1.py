@@ -53,11 +53,15 @@ _HOSTS: dict[bytes, bytes] = {}
 """Raw Host value → normalised; a node sees few distinct hosts, so this stays small."""
 
 
-def _normal_host(host: bytes) -> bytes:
-    normal = normalize_host(host, b"http")
-    if len(_HOSTS) >= 4096:
-        _HOSTS.clear()
-    _HOSTS[host] = normal
+_HTTPS_HOSTS: dict[bytes, bytes] = {}
+"""The same for connections over TLS (the default port there is 443)."""
+
+
+def _normal_host(host: bytes, hosts: dict[bytes, bytes] = _HOSTS) -> bytes:
+    normal = normalize_host(host, b"http" if hosts is _HOSTS else b"https")
+    if len(hosts) >= 4096:
+        hosts.clear()
+    hosts[host] = normal
     return normal
 
 
@@ -71,8 +75,11 @@ class _Reject(Exception):
 class H1Protocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, core: EdgeCore, config: Config):
+    def __init__(self, core: EdgeCore, config: Config, scheme: bytes = b"http"):
         self.core = core
+        self.scheme = scheme
+        """b"https" when the TLS front hands over a connection whose ALPN chose http/1.1."""
+        self.hosts = _HOSTS if scheme == b"http" else _HTTPS_HOSTS
         self.clock = core.clock
         self.max_line = config.max_request_line
         self.max_head = config.max_header_bytes + config.max_request_line
@@ -269,7 +276,7 @@ class H1Protocol(asyncio.Protocol):
             if version != "1.0":
                 raise _Reject(400, "missing Host field")
             host = b""
-        elif host not in _HOSTS and not valid_authority(host):
+        elif host not in self.hosts and not valid_authority(host):
             raise _Reject(400, "invalid Host field")
         content_length = fields.get(b"content-length")
         if content_length is not None and content_length.isdigit():
@@ -289,7 +296,8 @@ class H1Protocol(asyncio.Protocol):
             target,
             headers,
             fields,
-            host=_HOSTS.get(host) or _normal_host(host),
+            scheme=self.scheme,
+            host=self.hosts.get(host) or _normal_host(host, self.hosts),
             client=self.client,
             http_version=version,
         )

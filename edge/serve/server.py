@@ -1,7 +1,7 @@
 """Process-level wiring: the event loop, listeners, workers and shutdown.
 
 Listeners of one node: cleartext HTTP/1.1 (the fast front), HTTPS over TCP
-(Hypercorn: HTTP/2 and HTTP/1.1 over TLS), HTTP/3 over UDP (our adapter on
+(HTTP/2 and HTTP/1.1 over TLS: our own front or Hypercorn, by ``tls_front``), HTTP/3 over UDP (our adapter on
 the QUIC library), and the admin API. TLS and QUIC start only when a
 certificate is configured (``--cert/--key`` or ``--dev-cert``).
 
@@ -73,7 +73,7 @@ class Secure:
 async def start_secure(
     core: EdgeCore, config: Config, secure: Secure, stop: asyncio.Event
 ) -> tuple[asyncio.Task[None] | None, QuicListener | None]:
-    """Start Hypercorn on the TLS sockets and the HTTP/3 adapter on the UDP sockets."""
+    """Start the TLS front (``tls_front``) on the TLS sockets and the HTTP/3 adapter on the UDP sockets."""
     from edge.serve.h3 import start_quic
     from edge.serve.tls import serve_tls
 
@@ -91,7 +91,7 @@ def secure_banner(config: Config, secure: Secure) -> str:
     lines = []
     for host, port in parse_listen_list(config.tls_listen) if secure.tls else []:
         shown = f"[{host}]" if ":" in host else host
-        lines.append(f"https:  https://{shown}:{port}/ (HTTP/2, HTTP/1.1 over TLS)")
+        lines.append(f"https:  https://{shown}:{port}/ (HTTP/2, HTTP/1.1 over TLS; {config.tls_front} front)")
     for host, port in parse_listen_list(config.quic_listen) if secure.quic else []:
         shown = f"[{host}]" if ":" in host else host
         lines.append(f"h3:     udp {shown}:{port} ({config.quic_backend}); Alt-Svc: {config.alt_svc}")

@@ -1,4 +1,7 @@
-"""Certificates and the HTTPS listener: Hypercorn serving the ASGI adapter with ALPN h2, http/1.1.
+"""Certificates and the HTTPS listener (ALPN h2, http/1.1): our own front or Hypercorn.
+
+``tls_front`` picks what serves it: :mod:`edge.serve.h2` (uvloop + ssl + h2,
+hits answered synchronously) or Hypercorn serving the ASGI adapter.
 
 Hypercorn runs inside the worker's own event loop (uvloop) on sockets the
 worker bound itself, so a busy port fails before serving starts, exactly like
@@ -85,7 +88,15 @@ async def serve_tls(
     socks: list[socket.socket],
     shutdown: asyncio.Event,
 ) -> None:
-    """Run Hypercorn (HTTP/2 and HTTP/1.1 over TLS) on ``socks`` until ``shutdown`` is set."""
+    """Serve HTTP/2 and HTTP/1.1 over TLS on ``socks`` until ``shutdown`` is set.
+
+    ``tls_front = "own"`` runs :mod:`edge.serve.h2` (uvloop, ssl, h2); "hypercorn" runs Hypercorn.
+    """
+    if config.tls_front == "own":
+        from edge.serve.h2 import serve_own_tls
+
+        await serve_own_tls(core, config, str(cert.cert), str(cert.key), socks, shutdown)
+        return
     from hypercorn.asyncio import serve
     from hypercorn.config import Config as HypercornConfig
 

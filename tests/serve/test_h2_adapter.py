@@ -1,12 +1,16 @@
-"""HTTP/2 (and HTTP/1.1) over TLS: Hypercorn serving the ASGI adapter, checked with httpx."""
+"""HTTP/2 (and HTTP/1.1) over TLS, on both fronts (our own and Hypercorn's), checked with httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import ssl
+from collections.abc import AsyncIterator
 
 import brotli  # type: ignore[import-untyped]
 import httpx
 import pytest
+import pytest_asyncio
 
 from edge.serve.devcert import DevCert
 from tests.edge.scripted_origin import ScriptedOrigin, fixed
@@ -19,6 +23,22 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 @pytest.fixture
 def backend() -> str:
     return "qh3"  # the QUIC side is not under test here; one backend is enough
+
+
+@pytest.fixture(params=["own", "hypercorn"])
+def tls_front(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture
+async def secure_edge(
+    origin: ScriptedOrigin, dev_cert: DevCert, backend: str, tls_front: str
+) -> AsyncIterator[SecureEdge]:
+    node = await start_secure_edge(
+        origin.url, dev_cert, backend, read_timeout="5", connect_timeout="1", tls_front=tls_front
+    )
+    yield node
+    await node.stop()
 
 
 async def test_h2_miss_then_hit_alt_svc(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
@@ -92,12 +112,12 @@ async def test_h2_brotli_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureE
     assert brotli.decompress(encoded) == text
 
 
-async def test_h2_request_body_and_413(origin: ScriptedOrigin, dev_cert: DevCert) -> None:
+async def test_h2_request_body_and_413(origin: ScriptedOrigin, dev_cert: DevCert, tls_front: str) -> None:
     async def echo(seen, conn):  # type: ignore[no-untyped-def]
         conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(seen.body) + seen.body)
 
     origin.routes["/echo"] = echo
-    node = await start_secure_edge(origin.url, dev_cert, max_request_body="40000")
+    node = await start_secure_edge(origin.url, dev_cert, max_request_body="40000", tls_front=tls_front)
     try:
         async with node.h2_client() as client:
             ok = await client.post("/echo", content=b"y" * 30_000)
@@ -108,3 +128,37 @@ async def test_h2_request_body_and_413(origin: ScriptedOrigin, dev_cert: DevCert
     assert origin.seen[-1].header(b"x-forwarded-proto") == b"https"
     assert too_big.status_code == 413
     assert len(origin.seen) == 1
+
+
+async def test_own_front_alpn_http11_raw(origin: ScriptedOrigin, dev_cert: DevCert) -> None:
+    """ALPN http/1.1 on the own front: the cleartext fast front speaks https (keys, default port)."""
+    body = b"over tls h1\n"
+    origin.routes["/t.txt"] = fixed(200, body, CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        ctx = node.ssl()
+        ctx.set_alpn_protocols(["http/1.1"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+        )
+        ssl_object = writer.get_extra_info("ssl_object")
+        assert isinstance(ssl_object, ssl.SSLObject)
+        assert ssl_object.selected_alpn_protocol() == "http/1.1"
+        request = b"GET /t.txt HTTP/1.1\r\nHost: localhost:443\r\n\r\n"
+        heads = []
+        for _ in range(2):  # miss then hit, on one kept-alive connection
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
+            length = int(fields[b"Content-Length"])
+            assert await reader.readexactly(length) == body
+            heads.append(head)
+        writer.close()
+        # The https key of localhost:443 is the one an h2 request for localhost finds.
+        assert node.core.store.get(b"https://localhost/t.txt") is not None
+    finally:
+        await node.stop()
+    assert heads[0].startswith(b"HTTP/1.1 200") and b"X-Cache: MISS" in heads[0]
+    assert heads[1].startswith(b"HTTP/1.1 200") and b"X-Cache: HIT" in heads[1]
+    assert origin.count("/t.txt") == 1
+    assert origin.seen[-1].header(b"x-forwarded-proto") == b"https"
