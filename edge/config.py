@@ -102,9 +102,7 @@ class Config:
     dev_cert: bool = _opt(
         False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
     )
-    tls_front: str = _opt(
-        "own", "what serves HTTPS over TCP: own (uvloop + ssl + h2, faster) or hypercorn"
-    )
+    tls_front: str = _opt("own", "what serves HTTPS over TCP: own (uvloop + ssl + h2, faster) or hypercorn")
     quic_backend: str = _opt(
         "qh3", "QUIC library under HTTP/3: qh3 (Rust core, about 3x faster here) or aioquic"
     )

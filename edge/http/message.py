@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from edge.http.fields import Headers
 
@@ -77,6 +78,25 @@ def fields_of(headers: Headers) -> dict[bytes, bytes]:
 
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 """RFC 3986 host (reg-name, IPv4 or [IPv6]) with an optional port: no "/", "?", "#", "@" or spaces."""
+
+
+def split_pseudo(
+    pairs: Iterable[tuple[bytes, bytes]],
+) -> tuple[bytes | None, bytes | None, bytes | None, Headers]:
+    """``(:method, :path, :authority, regular fields)`` of an HTTP/2 or HTTP/3 field list."""
+    method = path = authority = None
+    headers: Headers = []
+    for name, value in pairs:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+        else:
+            headers.append((name, value))
+    return method, path, authority, headers
 
 
 def valid_authority(host: bytes) -> bool:

@@ -26,7 +26,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
-from edge.http.message import Request, fields_of, normalize_host
+from edge.http.message import Request, fields_of, normalize_host, valid_authority
 from edge.serve.sink import serve_guarded
 
 Scope = MutableMapping[str, Any]
@@ -86,6 +86,10 @@ class EdgeASGI:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = self.request_of(scope)
+        if not valid_authority(req.fields.get(b"host", b"")):
+            # The key joins host and path: "example.com/foo" must not alias another URL.
+            await _send_simple(send, 400, b"400 Bad Request: invalid Host\n")
+            return
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is not None:

@@ -36,7 +36,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
-from edge.http.message import Request, fields_of, normalize_host, valid_authority
+from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
 from edge.serve.h1 import H1Protocol
 from edge.serve.sink import serve_guarded
 
@@ -248,19 +248,8 @@ class H2Protocol(asyncio.Protocol):
         stream_id = event.stream_id or 0
         stream = _Stream()
         self.streams[stream_id] = stream
-        method = path = authority = b""
-        headers: Headers = []
-        for name, value in event.headers or ():
-            name, value = bytes(name), bytes(value)
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            else:
-                headers.append((name, value))
+        pseudo_method, pseudo_path, pseudo_authority, headers = split_pseudo(event.headers or ())
+        method, path, authority = pseudo_method or b"", pseudo_path or b"", pseudo_authority or b""
         if method == b"CONNECT":
             self.send_simple(
                 stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel"

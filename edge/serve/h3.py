@@ -33,7 +33,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
-from edge.http.message import Request, fields_of, normalize_host
+from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
 from edge.serve.sink import serve_guarded
 
 __all__ = [
@@ -320,18 +320,7 @@ class H3Session:
 
     # -- requests --------------------------------------------------------------------
     def _request(self, stream_id: int, stream: _Stream) -> None:
-        method = path = authority = None
-        headers: Headers = []
-        for name, value in stream.headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            else:
-                headers.append((name, value))
+        method, path, authority, headers = split_pseudo(stream.headers)
         if method == b"CONNECT":
             self._simple(stream_id, 405, b"405 Method Not Allowed: this is a cache, not a tunnel\n")
             return
@@ -340,6 +329,10 @@ class H3Session:
             return
         fields = fields_of(headers)
         host = fields.get(b"host") or authority or b""
+        if not valid_authority(host):
+            # The key joins host and path: "example.com/foo" must not alias another URL.
+            self._simple(stream_id, 400, b"400 Bad Request: invalid :authority or Host\n")
+            return
         req = Request(
             method,
             path,

@@ -162,3 +162,14 @@ async def test_own_front_alpn_http11_raw(origin: ScriptedOrigin, dev_cert: DevCe
     assert heads[1].startswith(b"HTTP/1.1 200") and b"X-Cache: HIT" in heads[1]
     assert origin.count("/t.txt") == 1
     assert origin.seen[-1].header(b"x-forwarded-proto") == b"https"
+
+
+async def test_h2_invalid_host_is_refused(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    """A host with a path in it would alias another URL's cache key: 400 on both fronts."""
+    origin.routes["/bar"] = fixed(200, b"bar", CACHEABLE)
+    async with secure_edge.h2_client() as client:
+        bad = await client.get("/bar", headers={"Host": "localhost/foo"})
+        good = await client.get("/bar")
+    assert bad.status_code == 400
+    assert good.status_code == 200 and good.content == b"bar"
+    assert origin.count("/bar") == 1

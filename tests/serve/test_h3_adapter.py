@@ -140,3 +140,14 @@ async def test_truncated_upstream_resets_the_stream(origin: ScriptedOrigin, secu
     async with h3_client("127.0.0.1", secure_edge.port, str(secure_edge.cert.ca)) as client:
         resp = await client.request("/cut")
     assert resp.reset is not None  # never a clean short message
+
+
+async def test_invalid_authority_is_refused(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    """A host with a path in it would alias another URL's cache key: 400, nothing fetched."""
+    origin.routes["/bar"] = fixed(200, b"bar", CACHEABLE)
+    async with h3_client("127.0.0.1", secure_edge.port, str(secure_edge.cert.ca)) as client:
+        bad = await client.request("/bar", authority="localhost/foo")
+        good = await client.request("/bar")
+    assert bad.status == 400
+    assert good.status == 200 and bytes(good.body) == b"bar"
+    assert origin.count("/bar") == 1
