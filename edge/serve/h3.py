@@ -34,6 +34,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
 from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
+from edge.serve import qh3_io
 from edge.serve.sink import serve_guarded
 
 __all__ = [
@@ -112,80 +113,6 @@ def quic_configuration(backend: QuicBackend, config: Config, cert: str, key: str
     )
     qc.load_cert_chain(cert, key)
     return qc
-
-
-_QUIC_V1 = 0x00000001
-_QUIC_V1_INITIAL_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # RFC 9001 §5.2
-
-
-def _qh3_zero_length_cid_connection() -> type | None:
-    """A qh3 ``QuicConnection`` subclass that serves clients with a zero-length connection ID.
-
-    Chromium's QUIC clients send a zero-length Source Connection ID. qh3 2.1.0 mishandles
-    that on the server side twice: its Rust core only adopts a *non-empty* client SCID, so
-    every reply goes to the client's original Destination CID, which Chromium drops (it
-    never sees a ServerHello, only times out); and its TLS bridge records the client's SCID
-    only when non-empty, so the client's ``initial_source_connection_id`` (empty) fails
-    validation (TRANSPORT_PARAMETER_ERROR). RFC 9000 §5.1 and §7.3 allow zero-length IDs.
-
-    For an Initial with an empty SCID (QUIC v1, a Destination CID of the length the server
-    routes by), this builds the core with an empty peer CID, uses the client's chosen
-    Destination CID as our own CID (the core accepts the client's Initials by local CID),
-    installs the Initial keys derived from that CID itself, and records the empty
-    ``initial_source_connection_id``. Other connections are untouched. ``None`` when qh3's
-    internals differ from the ones this relies on (then Chromium cannot connect over qh3).
-    """
-    try:
-        from qh3._hazmat import pull_quic_header
-        from qh3.quic.connection import QuicConnection
-        from qh3.quic.crypto import derive_key_iv_hp
-        from qh3.quic.packet import QuicPacketType
-        from qh3.tls import CipherSuite, hkdf_expand_label, hkdf_extract
-    except ImportError:
-        return None
-    if not all(hasattr(QuicConnection, name) for name in ("_create_core", "_learn_remote_source_cid")):
-        return None
-
-    class ZeroLengthCidConnection(QuicConnection):
-        _zero_length_peer_cid = False
-
-        def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-            if self._core is None and not self._is_client and len(data) >= 1200:
-                try:
-                    header = pull_quic_header(data, 0, self._configuration.connection_id_length)
-                except ValueError:
-                    header = None
-                if (
-                    header is not None
-                    and header[0] == _QUIC_V1
-                    and header[1] == int(QuicPacketType.INITIAL)
-                    and header[4] == b""
-                    and len(header[3]) == self._configuration.connection_id_length
-                ):
-                    self._zero_length_peer_cid = True
-                    self.host_cid = header[3]  # QuicServer also routes this CID to us
-            super().receive_datagram(data, addr, now)
-
-        def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
-            if not self._zero_length_peer_cid:
-                super()._create_core(remote_addr, initial_dcid, now)
-                return
-            super()._create_core(remote_addr, b"", now)
-            core = self._require_core()
-            initial_secret = hkdf_extract(256, _QUIC_V1_INITIAL_SALT, initial_dcid)
-            for label, direction in ((b"client in", "receive"), (b"server in", "send")):
-                secret = hkdf_expand_label(256, initial_secret, label, b"", 32)
-                key, iv, hp = derive_key_iv_hp(
-                    cipher_suite=CipherSuite.AES_128_GCM_SHA256, secret=secret, version=_QUIC_V1
-                )
-                core.install_packet_key(direction, 0, ("aes-128-gcm", "aes-128-ecb"), key, iv, hp, 0)
-
-        def _learn_remote_source_cid(self, data: bytes) -> None:
-            super()._learn_remote_source_cid(data)
-            if self._zero_length_peer_cid and self._tls is not None and not self._handshake_complete:
-                self._tls.remote_initial_source_connection_id = b""
-
-    return ZeroLengthCidConnection
 
 
 class _Stream:
@@ -495,13 +422,13 @@ def protocol_class(backend: QuicBackend, core: EdgeCore, config: Config, stats: 
     """A QuicConnectionProtocol subclass of ``backend`` that hands events to an :class:`H3Session`."""
     base = backend.QuicConnectionProtocol
     max_streams = config.quic_max_streams
-    zero_length_cid = _qh3_zero_length_cid_connection() if backend.name == "qh3" else None
+    edge_connection = qh3_io.connection_class() if backend.name == "qh3" else None
 
     class EdgeH3Protocol(base):  # type: ignore[misc,valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            if zero_length_cid is not None and type(self._quic) is zero_length_cid.__base__:
-                self._quic.__class__ = zero_length_cid  # before its first datagram (Chromium)
+            if edge_connection is not None and type(self._quic) is edge_connection.__base__:
+                self._quic.__class__ = edge_connection  # before its first datagram (Chromium)
             limit = getattr(self._quic, "_local_max_streams_bidi", None)
             if limit is not None:  # aioquic: the library's own default is 128
                 limit.value = limit.sent = max_streams
@@ -549,9 +476,15 @@ async def start_quic(
     factory = protocol_class(backend, core, config, stats)
     loop = asyncio.get_running_loop()
     servers = []
+    batched = qh3_io.batched_server_class(backend.QuicServer) if backend.name == "qh3" else None
     for sock in socks:
-        _, server = await loop.create_datagram_endpoint(
-            lambda: backend.QuicServer(configuration=configuration, create_protocol=factory), sock=sock
-        )
+        if batched is not None:  # batched UDP I/O (GSO/GRO), see qh3_io
+            _, server = await qh3_io.open_endpoint(
+                lambda: batched(configuration=configuration, create_protocol=factory), sock
+            )
+        else:
+            _, server = await loop.create_datagram_endpoint(
+                lambda: backend.QuicServer(configuration=configuration, create_protocol=factory), sock=sock
+            )
         servers.append(server)
     return QuicListener(servers, stats)
