@@ -302,6 +302,8 @@ async def _h3_server(tmp_path: Path) -> AsyncIterator[str]:
         def quic_event_received(self, event: Any) -> None:
             for ev in self._h3.handle_event(event):
                 if isinstance(ev, HeadersReceived):
+                    if (b":path", b"/silent") in ev.headers:
+                        continue  # never answered: the client's timeout must fire
                     fields = [
                         (b":status", b"200"),
                         (b"content-length", str(len(BODY)).encode()),
@@ -361,6 +363,20 @@ async def test_h3load_stops_at_the_deadline(h3_url: str) -> None:
     )
     assert time.monotonic() - t0 < 10
     assert res.requests > 0 and res.elapsed_s < 3.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", _backends())
+async def test_h3load_counts_unanswered_requests_as_errors_after_the_timeout(
+    h3_url: str, backend: str
+) -> None:
+    silent = h3_url.rsplit("/", 1)[0] + "/silent"
+    t0 = time.monotonic()
+    res = await h3load.run_load(
+        silent, connections=1, streams=3, duration=0.2, max_requests=100, backend=backend, timeout=0.6
+    )
+    assert (res.requests, res.errors) == (0, 3)
+    assert 0.6 <= time.monotonic() - t0 < 5
 
 
 @pytest.mark.asyncio
