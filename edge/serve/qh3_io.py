@@ -108,7 +108,9 @@ def batched_server_class(base: type) -> type:
     one address. Long-header packets (handshakes, new connections) take the library's own
     per-datagram path; each run of short-header packets addressed to one connection ID goes
     to that connection in one call, so the connection processes the run and transmits once.
-    Packets for an unknown connection ID are dropped, as the per-datagram path does.
+    Packets for an unknown connection ID are dropped, as the per-datagram path does. One read
+    can hold packets of many connections: an error raised by one connection is reported and
+    the others still get theirs.
     """
 
     class BatchedQuicServer(base):  # type: ignore[misc]
@@ -132,10 +134,15 @@ def batched_server_class(base: type) -> type:
                     j += 1
                 protocol = protocols.get(cid)
                 if protocol is not None:
-                    if j - i == 1:
-                        protocol.datagram_received(first, addr)
-                    else:
-                        protocol.datagrams_received(datagrams[i:j], addr)
+                    try:
+                        if j - i == 1:
+                            protocol.datagram_received(first, addr)
+                        else:
+                            protocol.datagrams_received(datagrams[i:j], addr)
+                    except Exception as exc:  # one connection's fault must not drop the others' packets
+                        self._loop.call_exception_handler(
+                            {"message": "QUIC connection failed on received packets", "exception": exc}
+                        )
                 i = j
 
     return BatchedQuicServer

@@ -33,6 +33,8 @@ class Base:
 
     def __init__(self, protocols: dict[bytes, Recorder], log: list[tuple[str, str, list[bytes]]]) -> None:
         self._configuration = type("Conf", (), {"connection_id_length": CID_LEN})()
+        self.reported: list[dict[str, Any]] = []
+        self._loop = type("Loop", (), {"call_exception_handler": staticmethod(self.reported.append)})()
         self._protocols = protocols
         self.log = log
 
@@ -71,6 +73,21 @@ def test_long_headers_take_the_per_datagram_path_in_place(setup: tuple[Any, list
     grams = [short(a, b"1"), hello, short(a, b"2"), short(a, b"3"), b""]
     server.datagrams_received(grams, ("127.0.0.1", 1))
     assert log == [("a", "one", [grams[0]]), ("server", "one", [hello]), ("a", "many", grams[2:4])]
+
+
+class Failing(Recorder):
+    def datagrams_received(self, data: list[bytes], addr: Any) -> None:
+        raise RuntimeError("connection broke")
+
+
+def test_a_failing_connection_does_not_cost_the_others_their_packets() -> None:
+    log: list[tuple[str, str, list[bytes]]] = []
+    a, b = b"A" * CID_LEN, b"B" * CID_LEN
+    server = batched_server_class(Base)({a: Failing("a", log), b: Recorder("b", log)}, log)
+    grams = [short(a, b"1"), short(a, b"2"), short(b, b"3"), short(b, b"4")]
+    server.datagrams_received(grams, ("127.0.0.1", 1))
+    assert log == [("b", "many", grams[2:4])]
+    assert [str(c["exception"]) for c in server.reported] == ["connection broke"]
 
 
 def test_unknown_connection_ids_are_dropped(setup: tuple[Any, list[Any]]) -> None:
