@@ -250,6 +250,7 @@ def test_site_objects_and_precompressed_js(tmp_path: Path) -> None:
     assert sizes["1k.bin"] == 1024 and sizes["4m.bin"] == 4 * 1024 * 1024
     assert sizes["app.js"] == 200 * 1024
     assert sizes["app.js.br"] < sizes["app.js.gz"] < sizes["app.js"] // 3
+    assert sizes["br-size.bin"] == sizes["app.js.br"]  # the identity twin of the br hit
     assert make_js(5000) == make_js(5000) and len(make_js(5000)) == 5000
 
 
@@ -304,6 +305,9 @@ async def _h3_server(tmp_path: Path) -> AsyncIterator[str]:
                 if isinstance(ev, HeadersReceived):
                     if (b":path", b"/silent") in ev.headers:
                         continue  # never answered: the client's timeout must fire
+                    if (b":path", b"/nostatus") in ev.headers:
+                        self._h3.send_headers(ev.stream_id, [(b"x-cache", b"HIT")], end_stream=True)
+                        continue
                     fields = [
                         (b":status", b"200"),
                         (b"content-length", str(len(BODY)).encode()),
@@ -377,6 +381,23 @@ async def test_h3load_counts_unanswered_requests_as_errors_after_the_timeout(
     )
     assert (res.requests, res.errors) == (0, 3)
     assert 0.6 <= time.monotonic() - t0 < 5
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", _backends())
+async def test_h3load_fails_a_response_without_status_fast_and_restores_validation(
+    h3_url: str, backend: str
+) -> None:
+    module = __import__(f"{backend}.h3.connection", fromlist=["validate_response_headers"])
+    original = module.validate_response_headers
+    bad = h3_url.rsplit("/", 1)[0] + "/nostatus"
+    t0 = time.monotonic()
+    res = await h3load.run_load(
+        bad, connections=1, streams=2, duration=0.2, max_requests=2, backend=backend, timeout=30.0
+    )
+    assert res.requests == 0 and res.errors == 2
+    assert time.monotonic() - t0 < 10  # the connection closed; nobody waited for the timeout
+    assert module.validate_response_headers is original  # --check / fetch_once validate fully
 
 
 @pytest.mark.asyncio
