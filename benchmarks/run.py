@@ -71,6 +71,8 @@ OBJECTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "256k": ("256k.bin", ()),
     "4m": ("4m.bin", ()),
     "js": ("app.js", (("Accept-Encoding", "br, gzip"),)),
+    # Identity bytes as many as app.js.br: a compressed hit should cost what this costs.
+    "br-size": ("br-size.bin", ()),
 }
 SIZES = {"1k": 1024, "16k": 16 * 1024, "256k": 256 * 1024, "4m": 4 * 1024 * 1024}
 PROTOCOLS = ("h1", "h2c", "h2tls", "h3")
@@ -407,8 +409,10 @@ def make_site(site: Path) -> dict[str, int]:
         (site / OBJECTS[name][0]).write_bytes(rnd.randbytes(size))
     js = make_js(200 * 1024)
     (site / "app.js").write_bytes(js)
-    (site / "app.js.br").write_bytes(brotli.compress(js, quality=11))
+    br = brotli.compress(js, quality=11)
+    (site / "app.js.br").write_bytes(br)
     (site / "app.js.gz").write_bytes(gzip.compress(js, compresslevel=9, mtime=0))
+    (site / OBJECTS["br-size"][0]).write_bytes(rnd.randbytes(len(br)))
     return {p.name: p.stat().st_size for p in site.iterdir()}
 
 
@@ -992,6 +996,7 @@ def load_h3(url: str, headers: Sequence[tuple[str, str]], plan: LoadPlan, work: 
         "errors": res["errors"] + res["requests"] - ok,
         "client_cpu_s": cpu,
         "client_bound": res["client_bound"],
+        "body_bytes": res["body_bytes"],
     }
 
 
@@ -1488,6 +1493,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         encoding=served[(t.name, proto, obj)]["encoding"],
                         mib_s=res["rps"] * body / 2**20,
                     )
+                    if (
+                        "body_bytes" in res
+                        and not res["errors"]
+                        and res["body_bytes"] != res["requests"] * body
+                    ):
+                        # h3load counts body bytes itself: a short or long body is a failed run.
+                        failures.append(
+                            f"{t.name} {proto} {obj} round {rnd}: {res['body_bytes']} body bytes "
+                            f"for {res['requests']} responses of {body}"
+                        )
+                        say(f"RUN FAILED  {failures[-1]}")
+                        skipped.append(f"RUN FAILED {failures[-1]}")
+                        continue
                     runs.append(res)
                     warn = f"  ⚠ {res['errors']} errors" if res["errors"] else ""
                     if res.get("origin_cpu_s") and res["origin_cpu_s"] > 0.2:
