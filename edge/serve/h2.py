@@ -215,6 +215,22 @@ class H2Protocol(asyncio.Protocol):
             log.debug("h2 protocol error from %s: %s", self.client, exc)
             self.close(getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
             return
+        try:
+            self.dispatch(events)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 applies every frame of a read before we see its events: a GOAWAY behind
+            # requests in the same read has already closed the state machine, so those
+            # requests can no longer be answered. Close quietly, as after the GOAWAY itself.
+            log.debug("h2 connection from %s closed while answering: %s", self.client, exc)
+            self.flush()
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.flush()
+
+    def dispatch(self, events: list[h2.events.Event]) -> None:
+        """Act on the events of one read, in order."""
         for event in events:
             kind = type(event)
             if kind is h2.events.RequestReceived:
@@ -241,7 +257,6 @@ class H2Protocol(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
-        self.flush()
 
     # -- requests ----------------------------------------------------------------
     def on_request(self, event: h2.events.RequestReceived) -> None:

@@ -173,3 +173,51 @@ async def test_h2_invalid_host_is_refused(origin: ScriptedOrigin, secure_edge: S
     assert bad.status_code == 400
     assert good.status_code == 200 and good.content == b"bar"
     assert origin.count("/bar") == 1
+
+
+async def test_own_front_requests_then_goaway_in_one_read_close_quietly(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """h2load ends every run with its last requests and a GOAWAY in one write.
+
+    h2 applies the GOAWAY before the front sees the requests, so they cannot be answered
+    any more: the connection must close cleanly, not raise out of data_received (which
+    uvloop reports as a fatal SSL protocol error with a traceback, once per connection).
+    The node keeps serving.
+    """
+    import h2.config
+    import h2.connection
+
+    origin.routes["/g.txt"] = fixed(200, b"g", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with node.h2_client() as client:  # fill the cache: the requests below are hits
+            assert (await client.get("/g.txt")).status_code == 200
+        ctx = node.ssl()
+        ctx.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+        )
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        authority = f"localhost:{node.port}"  # as httpx sent it: the same cache key, so hits
+        head = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", "/g.txt")]
+        for _ in range(3):
+            conn.send_headers(conn.get_next_available_stream_id(), head, end_stream=True)
+        conn.close_connection()
+        writer.write(conn.data_to_send())
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 10)  # read to EOF: the edge closed
+        assert isinstance(rest, bytes)
+        writer.close()
+        async with node.h2_client() as client:
+            again = await client.get("/g.txt")
+    finally:
+        loop.set_exception_handler(previous)
+        await node.stop()
+    assert again.status_code == 200 and again.content == b"g"
+    assert reported == []
