@@ -85,6 +85,11 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+_STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError)
+"""What h2 raises on a send to a stream it has already closed and dropped (reset by the
+client in the read being handled): StreamIDTooLowError once the stream left its table."""
+
+
 class _Stream:
     """One request/response exchange on an HTTP/2 connection."""
 
@@ -218,6 +223,10 @@ class H2Protocol(asyncio.Protocol):
         try:
             self.dispatch(events)
         except h2.exceptions.ProtocolError as exc:
+            if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                log.warning("h2 connection from %s failed: %r", self.client, exc)
+                self.close(h2.errors.ErrorCodes.INTERNAL_ERROR)
+                return
             # h2 applies every frame of a read before we see its events: a GOAWAY behind
             # requests in the same read has already closed the state machine, so those
             # requests can no longer be answered. Close quietly, as after the GOAWAY itself.
@@ -230,33 +239,47 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
 
     def dispatch(self, events: list[h2.events.Event]) -> None:
-        """Act on the events of one read, in order."""
+        """Act on the events of one read, in order.
+
+        h2 applies every frame of the read first, so a stream the client reset in the same
+        read is already closed when its request (or a window update for it) comes up here:
+        that stream is forgotten and the others are served.
+        """
         for event in events:
-            kind = type(event)
-            if kind is h2.events.RequestReceived:
-                self.on_request(cast(h2.events.RequestReceived, event))
-            elif kind is h2.events.DataReceived:
-                self.on_data(cast(h2.events.DataReceived, event))
-            elif kind is h2.events.StreamEnded:
-                self.on_stream_ended(cast(h2.events.StreamEnded, event).stream_id or 0)
-            elif kind is h2.events.WindowUpdated:
-                stream_id = cast(h2.events.WindowUpdated, event).stream_id
-                if stream_id:
-                    stream = self.streams.get(stream_id)
-                    if stream is not None:
-                        self.pump(stream_id, stream)
-                else:
-                    self.pump_all()
-            elif kind is h2.events.RemoteSettingsChanged:
+            try:
+                if self.handle(event):
+                    return
+            except _STREAM_GONE as exc:
+                self.on_reset(exc.stream_id or 0)
+
+    def handle(self, event: h2.events.Event) -> bool:
+        """Act on one event; True when the connection is done."""
+        kind = type(event)
+        if kind is h2.events.RequestReceived:
+            self.on_request(cast(h2.events.RequestReceived, event))
+        elif kind is h2.events.DataReceived:
+            self.on_data(cast(h2.events.DataReceived, event))
+        elif kind is h2.events.StreamEnded:
+            self.on_stream_ended(cast(h2.events.StreamEnded, event).stream_id or 0)
+        elif kind is h2.events.WindowUpdated:
+            stream_id = cast(h2.events.WindowUpdated, event).stream_id
+            if stream_id:
+                stream = self.streams.get(stream_id)
+                if stream is not None:
+                    self.pump(stream_id, stream)
+            else:
                 self.pump_all()
-            elif kind is h2.events.StreamReset:
-                self.on_reset(cast(h2.events.StreamReset, event).stream_id or 0)
-            elif kind is h2.events.ConnectionTerminated:
-                self.flush()
-                self.closing = True
-                if self.transport is not None:
-                    self.transport.close()
-                return
+        elif kind is h2.events.RemoteSettingsChanged:
+            self.pump_all()
+        elif kind is h2.events.StreamReset:
+            self.on_reset(cast(h2.events.StreamReset, event).stream_id or 0)
+        elif kind is h2.events.ConnectionTerminated:
+            self.flush()
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        return False
 
     # -- requests ----------------------------------------------------------------
     def on_request(self, event: h2.events.RequestReceived) -> None:
@@ -439,7 +462,10 @@ class H2Protocol(asyncio.Protocol):
     def pump_all(self) -> None:
         for stream_id, stream in list(self.streams.items()):
             if stream.pending or (stream.end and not stream.ended):
-                self.pump(stream_id, stream)
+                try:
+                    self.pump(stream_id, stream)
+                except _STREAM_GONE:
+                    self.on_reset(stream_id)  # reset by the client in the read being handled
 
 
 class H2Sink:

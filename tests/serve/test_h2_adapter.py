@@ -220,4 +220,59 @@ async def test_own_front_requests_then_goaway_in_one_read_close_quietly(
         loop.set_exception_handler(previous)
         await node.stop()
     assert again.status_code == 200 and again.content == b"g"
+    assert origin.count("/g.txt") == 1  # the raw requests were hits, answered synchronously
+    assert reported == []
+
+
+async def test_own_front_a_stream_reset_in_the_same_read_costs_only_that_stream(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """A browser cancelling a request: HEADERS then RST_STREAM for it, in one read, with a
+    second request beside it. h2 has closed the first stream before the front sees the
+    request; the front forgets it and answers the second on the same connection."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+    origin.routes["/r.txt"] = fixed(200, b"r", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with node.h2_client() as client:
+            assert (await client.get("/r.txt")).status_code == 200
+        ctx = node.ssl()
+        ctx.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+        )
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        authority = f"localhost:{node.port}"
+        head = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", "/r.txt")]
+        cancelled, wanted = 1, 3
+        conn.send_headers(cancelled, head, end_stream=True)
+        conn.reset_stream(cancelled, h2.errors.ErrorCodes.CANCEL)
+        conn.send_headers(wanted, head, end_stream=True)
+        writer.write(conn.data_to_send())
+        body, ended = b"", False
+        while not ended:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "the edge closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == wanted:
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, wanted)
+                if isinstance(event, h2.events.StreamEnded) and event.stream_id == wanted:
+                    ended = True
+            writer.write(conn.data_to_send())
+        writer.close()
+    finally:
+        loop.set_exception_handler(previous)
+        await node.stop()
+    assert body == b"r"
+    assert origin.count("/r.txt") == 1
     assert reported == []
