@@ -9,8 +9,10 @@ quinn-udp) that its *client* uses and its ``serve()`` does not; :func:`open_endp
 puts our server on it and :class:`batched_server_class` hands each run of short-header
 packets for one connection to the Rust core in one call (``receive_many_datagrams``).
 
-Everything here checks that the qh3 internals it relies on exist and falls back to the
-plain path (one ``sendto`` per packet) when they do not; qh3 is pinned to 2.1.x.
+:func:`connection_class` and :func:`open_endpoint` check that the qh3 internals they rely
+on exist and fall back when they do not; :func:`batched_server_class` uses QuicServer's
+``_protocols``, ``_configuration`` and ``_loop``, which a test exercises on every run.
+qh3 is pinned to 2.1.x.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def batched_server_class(base: type) -> type:
                 first = datagrams[i]
                 if not first or first[0] & 0x80:
                     if first:
-                        self.datagram_received(first, addr)
+                        self._deliver(self.datagram_received, first, addr)
                     i += 1
                     continue
                 cid = first[1:cid_end]
@@ -134,16 +136,19 @@ def batched_server_class(base: type) -> type:
                     j += 1
                 protocol = protocols.get(cid)
                 if protocol is not None:
-                    try:
-                        if j - i == 1:
-                            protocol.datagram_received(first, addr)
-                        else:
-                            protocol.datagrams_received(datagrams[i:j], addr)
-                    except Exception as exc:  # one connection's fault must not drop the others' packets
-                        self._loop.call_exception_handler(
-                            {"message": "QUIC connection failed on received packets", "exception": exc}
-                        )
+                    if j - i == 1:
+                        self._deliver(protocol.datagram_received, first, addr)
+                    else:
+                        self._deliver(protocol.datagrams_received, datagrams[i:j], addr)
                 i = j
+
+        def _deliver(self, receive: Any, data: Any, addr: Any) -> None:
+            try:
+                receive(data, addr)
+            except Exception as exc:  # one connection's fault must not drop the others' packets
+                self._loop.call_exception_handler(
+                    {"message": "QUIC connection failed on received packets", "exception": exc}
+                )
 
     return BatchedQuicServer
 

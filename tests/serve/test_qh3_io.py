@@ -90,6 +90,21 @@ def test_a_failing_connection_does_not_cost_the_others_their_packets() -> None:
     assert [str(c["exception"]) for c in server.reported] == ["connection broke"]
 
 
+def test_a_failing_handshake_packet_does_not_cost_the_rest_of_the_read() -> None:
+    log: list[tuple[str, str, list[bytes]]] = []
+    a = b"A" * CID_LEN
+
+    class FailingBase(Base):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            raise ValueError("bad initial")
+
+    server = batched_server_class(FailingBase)({a: Recorder("a", log)}, log)
+    grams = [long_header(b"hello"), short(a, b"1"), short(a, b"2")]
+    server.datagrams_received(grams, ("127.0.0.1", 1))
+    assert log == [("a", "many", grams[1:3])]
+    assert [str(c["exception"]) for c in server.reported] == ["bad initial"]
+
+
 def test_unknown_connection_ids_are_dropped(setup: tuple[Any, list[Any]]) -> None:
     server, log = setup
     a, x = b"A" * CID_LEN, b"X" * CID_LEN
