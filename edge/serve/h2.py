@@ -36,8 +36,10 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
+from edge.http.h2_request import malformed_request
 from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
 from edge.serve.h1 import H1Protocol
+from edge.serve.hpack_responses import ResponseEncoder
 from edge.serve.sink import serve_guarded
 
 __all__ = ["H2Protocol", "H2Sink", "serve_own_tls", "tls_context"]
@@ -141,10 +143,11 @@ class H2Protocol(asyncio.Protocol):
                 header_encoding=None,
                 validate_outbound_headers=False,  # built here: lower-case, no connection-specific fields
                 normalize_outbound_headers=False,
-                validate_inbound_headers=True,
+                validate_inbound_headers=False,  # checked in one pass: edge.http.h2_request
                 normalize_inbound_headers=True,
             )
         )
+        self.conn.encoder = ResponseEncoder()  # before any SETTINGS: see hpack_responses
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -286,6 +289,10 @@ class H2Protocol(asyncio.Protocol):
         stream_id = event.stream_id or 0
         stream = _Stream()
         self.streams[stream_id] = stream
+        malformed = malformed_request(event.headers or ())
+        if malformed is not None:
+            self.send_simple(stream_id, stream, 400, f"malformed request: {malformed}")
+            return
         pseudo_method, pseudo_path, pseudo_authority, headers = split_pseudo(event.headers or ())
         method, path, authority = pseudo_method or b"", pseudo_path or b"", pseudo_authority or b""
         if method == b"CONNECT":

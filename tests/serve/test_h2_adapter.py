@@ -276,3 +276,60 @@ async def test_own_front_a_stream_reset_in_the_same_read_costs_only_that_stream(
     assert body == b"r"
     assert origin.count("/r.txt") == 1
     assert reported == []
+
+
+async def test_own_front_answers_a_malformed_request_400_and_keeps_the_connection(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """RFC 9113 §8.1.1: a malformed request is answered (400, naming the rule); the
+    connection and its other streams go on. The h2 library would have closed it all."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    origin.routes["/m.txt"] = fixed(200, b"m", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        ctx = node.ssl()
+        ctx.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+        )
+        config = h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        head = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost:%d" % node.port),
+            (b":path", b"/m.txt"),
+        ]
+        conn.send_headers(1, [*head, (b"connection", b"keep-alive")], end_stream=True)
+        conn.send_headers(3, head, end_stream=True)
+        writer.write(conn.data_to_send())
+        answers: dict[int, list[object]] = {1: [], 3: []}
+        ended: set[int] = set()
+        while ended != {1, 3}:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "the edge closed the connection"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    answers[event.stream_id].append(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    answers[event.stream_id].append(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if isinstance(event, h2.events.StreamEnded):
+                    ended.add(event.stream_id)
+            writer.write(conn.data_to_send())
+        writer.close()
+    finally:
+        await node.stop()
+    assert answers[1][0] == b"400"
+    assert b"".join(x for x in answers[1][1:] if isinstance(x, bytes)) == (
+        b"400: malformed request: connection-specific field\n"
+    )
+    assert answers[3][0] == b"200"
+    assert b"".join(x for x in answers[3][1:] if isinstance(x, bytes)) == b"m"
+    assert origin.count("/m.txt") == 1

@@ -1,0 +1,91 @@
+"""Whether an HTTP/2 request's field block is well formed (RFC 9113 §8.2-8.3), in one pass.
+
+Why not the ``h2`` library's own check: it runs the block through a chain of seven
+Python generators and walks every byte of every name and value in Python; py-spy put
+it at about a fifth of the HTTPS front's CPU per 1 KiB hit. This applies the same rules
+with one loop and compiled patterns, and the front answers a malformed request with a
+400 naming the rule (RFC 9113 §8.1.1 lets a server respond before resetting), where
+``h2`` would have closed the whole connection. A property test checks the verdict
+against ``h2``'s on generated blocks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["malformed_request"]
+
+_BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff:]").search
+"""Characters a regular field name must not hold (§8.2.1; a colon only leads a pseudo-header)."""
+_BAD_VALUE = re.compile(rb"[\x00\n\r]").search
+_EDGE_SPACE = (0x20, 0x09)
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
+)
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+
+
+def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The rule a request field block breaks, or ``None`` when it is well formed.
+
+    Pseudo-header names, order and presence (§8.3.1), characters and surrounding
+    whitespace of names and values (§8.2.1), connection-specific fields and TE
+    (§8.2.2), and Host against ``:authority`` (§8.3.1). ``:protocol`` is accepted only
+    with CONNECT (RFC 8441), which the cache refuses later anyway.
+    """
+    pseudo: set[bytes] = set()
+    regular_seen = False
+    method = authority = host = None
+    empty_path = False
+    for name, value in fields:
+        if not name:
+            return "empty field name"
+        if name[0] == 0x3A:  # ":"
+            if regular_seen:
+                return "pseudo-header after a regular field"
+            if name not in _REQUEST_PSEUDO:
+                return "unknown pseudo-header"
+            if name in pseudo:
+                return "repeated pseudo-header"
+            pseudo.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path":
+                empty_path = not value
+        else:
+            regular_seen = True
+            if _BAD_NAME(name) is not None:
+                return "invalid character in a field name (or upper case)"
+            if name in _CONNECTION_SPECIFIC:
+                return "connection-specific field"
+            if name == b"te" and value.lower() != b"trailers":
+                return "TE other than trailers"
+            if name == b"host":
+                if host is not None:
+                    return "repeated Host"
+                host = value
+        if value:
+            if _BAD_VALUE(value) is not None:
+                return "NUL, CR or LF in a field value"
+            if value[0] in _EDGE_SPACE or value[-1] in _EDGE_SPACE:
+                return "field value starts or ends with whitespace"
+    if method is None:
+        return "missing :method"
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        if b":scheme" in pseudo or b":path" in pseudo:
+            return "CONNECT with :scheme or :path"
+    else:
+        if b":scheme" not in pseudo or b":path" not in pseudo:
+            return "missing :scheme or :path"
+        if method != b"CONNECT" and b":protocol" in pseudo:
+            return ":protocol without CONNECT"
+    if empty_path:
+        return "empty :path"
+    if authority is None and host is None:
+        return "neither :authority nor Host"
+    if authority is not None and host is not None and authority != host:
+        return "Host differs from :authority"
+    return None
