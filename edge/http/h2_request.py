@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["malformed_request"]
+__all__ = ["malformed_request", "malformed_trailers"]
 
 _BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff:]").search
 """Characters a regular field name must not hold (§8.2.1; a colon only leads a pseudo-header)."""
@@ -23,7 +23,8 @@ _EDGE_SPACE = (0x20, 0x09)
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
 )
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+"""Not ``:protocol``: the node does not offer extended CONNECT (RFC 8441)."""
 
 
 def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -31,13 +32,13 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
 
     Pseudo-header names, order and presence (§8.3.1), characters and surrounding
     whitespace of names and values (§8.2.1), connection-specific fields and TE
-    (§8.2.2), and Host against ``:authority`` (§8.3.1). ``:protocol`` is accepted only
-    with CONNECT (RFC 8441), which the cache refuses later anyway.
+    (§8.2.2), Host against ``:authority`` (§8.3.1), and two rules ``h2`` leaves out:
+    ``:path`` in origin form (or ``*`` for OPTIONS), and no ``:protocol`` (extended
+    CONNECT is not offered).
     """
     pseudo: set[bytes] = set()
     regular_seen = False
-    method = authority = host = None
-    empty_path = False
+    method = authority = host = path = None
     for name, value in fields:
         if not name:
             return "empty field name"
@@ -54,38 +55,67 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
             elif name == b":authority":
                 authority = value
             elif name == b":path":
-                empty_path = not value
+                path = value
+            wrong = _value(value) if value else None
+            if wrong is not None:
+                return wrong
         else:
             regular_seen = True
-            if _BAD_NAME(name) is not None:
-                return "invalid character in a field name (or upper case)"
-            if name in _CONNECTION_SPECIFIC:
-                return "connection-specific field"
-            if name == b"te" and value.lower() != b"trailers":
-                return "TE other than trailers"
+            wrong = _regular_field(name, value)
+            if wrong is not None:
+                return wrong
             if name == b"host":
                 if host is not None:
                     return "repeated Host"
                 host = value
-        if value:
-            if _BAD_VALUE(value) is not None:
-                return "NUL, CR or LF in a field value"
-            if value[0] in _EDGE_SPACE or value[-1] in _EDGE_SPACE:
-                return "field value starts or ends with whitespace"
     if method is None:
         return "missing :method"
-    if method == b"CONNECT" and b":protocol" not in pseudo:
+    if method == b"CONNECT":
         if b":scheme" in pseudo or b":path" in pseudo:
             return "CONNECT with :scheme or :path"
     else:
-        if b":scheme" not in pseudo or b":path" not in pseudo:
+        if b":scheme" not in pseudo or path is None:
             return "missing :scheme or :path"
-        if method != b"CONNECT" and b":protocol" in pseudo:
-            return ":protocol without CONNECT"
-    if empty_path:
-        return "empty :path"
+        if not path:
+            return "empty :path"
+        if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
+            # §8.3.1: origin-form, or asterisk-form for OPTIONS. The cache key joins the
+            # authority and the path: "example.co" + "m/app.js" must not read as example.com.
+            return ":path is not an absolute path"
     if authority is None and host is None:
         return "neither :authority nor Host"
     if authority is not None and host is not None and authority != host:
         return "Host differs from :authority"
+    return None
+
+
+def malformed_trailers(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The rule a trailer block breaks, or ``None``: no pseudo-headers (§8.1), and the
+    same rules for names and values as in a request."""
+    for name, value in fields:
+        if not name:
+            return "empty field name"
+        if name[0] == 0x3A:
+            return "pseudo-header in trailers"
+        wrong = _regular_field(name, value)
+        if wrong is not None:
+            return wrong
+    return None
+
+
+def _regular_field(name: bytes, value: bytes) -> str | None:
+    if _BAD_NAME(name) is not None:
+        return "invalid character in a field name (or upper case)"
+    if name in _CONNECTION_SPECIFIC:
+        return "connection-specific field"
+    if name == b"te" and value.lower() != b"trailers":
+        return "TE other than trailers"
+    return _value(value) if value else None
+
+
+def _value(value: bytes) -> str | None:
+    if _BAD_VALUE(value) is not None:
+        return "NUL, CR or LF in a field value"
+    if value[0] in _EDGE_SPACE or value[-1] in _EDGE_SPACE:
+        return "field value starts or ends with whitespace"
     return None

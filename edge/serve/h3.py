@@ -254,6 +254,11 @@ class H3Session:
         if method is None or not path:
             self._simple(stream_id, 400, b"400 Bad Request: missing :method or :path\n")
             return
+        if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
+            # RFC 9114 §4.3.1: origin form. The key joins authority and path, so
+            # "example.co" + "m/app.js" must not be read as example.com/app.js.
+            self._simple(stream_id, 400, b"400 Bad Request: :path is not an absolute path\n")
+            return
         fields = fields_of(headers)
         host = fields.get(b"host") or authority or b""
         if not valid_authority(host):

@@ -154,6 +154,17 @@ async def test_invalid_authority_is_refused(origin: ScriptedOrigin, secure_edge:
     assert origin.count("/bar") == 1
 
 
+async def test_path_not_in_origin_form_is_refused(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
+    """ "localhos" + "t/bar" would read as the key of localhost/bar: 400, nothing fetched."""
+    origin.routes["/bar"] = fixed(200, b"bar", CACHEABLE)
+    async with h3_client("127.0.0.1", secure_edge.port, str(secure_edge.cert.ca)) as client:
+        bad = await client.request("t/bar", authority="localhos")
+        good = await client.request("/bar")
+    assert bad.status == 400 and b"absolute path" in bytes(bad.body)
+    assert good.status == 200 and bytes(good.body) == b"bar"
+    assert origin.count("/bar") == 1
+
+
 async def test_many_streams_on_several_connections_each_get_their_own_bytes(
     origin: ScriptedOrigin, secure_edge: SecureEdge, backend: str
 ) -> None:
