@@ -36,7 +36,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
-from edge.http.h2_request import malformed_request
+from edge.http.h2_request import malformed_request, malformed_trailers
 from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
 from edge.serve.h1 import H1Protocol
 from edge.serve.hpack_responses import ResponseEncoder
@@ -147,7 +147,7 @@ class H2Protocol(asyncio.Protocol):
                 normalize_inbound_headers=True,
             )
         )
-        self.conn.encoder = ResponseEncoder()  # before any SETTINGS: see hpack_responses
+        self.encoder = self.conn.encoder = ResponseEncoder()  # before any SETTINGS: see hpack_responses
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -274,6 +274,8 @@ class H2Protocol(asyncio.Protocol):
                 self.pump_all()
         elif kind is h2.events.RemoteSettingsChanged:
             self.pump_all()
+        elif kind is h2.events.TrailersReceived:
+            self.on_trailers(cast(h2.events.TrailersReceived, event))
         elif kind is h2.events.StreamReset:
             self.on_reset(cast(h2.events.StreamReset, event).stream_id or 0)
         elif kind is h2.events.ConnectionTerminated:
@@ -289,22 +291,23 @@ class H2Protocol(asyncio.Protocol):
         stream_id = event.stream_id or 0
         stream = _Stream()
         self.streams[stream_id] = stream
-        malformed = malformed_request(event.headers or ())
-        if malformed is not None:
-            self.send_simple(stream_id, stream, 400, f"malformed request: {malformed}")
-            return
         pseudo_method, pseudo_path, pseudo_authority, headers = split_pseudo(event.headers or ())
         method, path, authority = pseudo_method or b"", pseudo_path or b"", pseudo_authority or b""
+        done = event.stream_ended is not None
+        malformed = malformed_request(event.headers or ())
+        if malformed is not None:
+            self.refuse(stream_id, stream, 400, f"malformed request: {malformed}", done, method)
+            return
         if method == b"CONNECT":
-            self.send_simple(
-                stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel"
+            self.refuse(
+                stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel", done
             )
             return
         if len(headers) > self.max_count:
-            self.send_simple(stream_id, stream, 431, "too many header fields")
+            self.refuse(stream_id, stream, 431, "too many header fields", done, method)
             return
         if len(path) > self.max_line:
-            self.send_simple(stream_id, stream, 414, "request target too long")
+            self.refuse(stream_id, stream, 414, "request target too long", done, method)
             return
         fields = {name: value for name, value in headers}
         if len(fields) != len(headers):
@@ -315,11 +318,11 @@ class H2Protocol(asyncio.Protocol):
             headers.insert(0, (b"host", authority))
             fields[b"host"] = authority
         if host not in _HOSTS and not valid_authority(host):
-            self.send_simple(stream_id, stream, 400, "invalid :authority")
+            self.refuse(stream_id, stream, 400, "invalid :authority", done, method)
             return
         content_length = fields.get(b"content-length")
         if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
-            self.send_simple(stream_id, stream, 413, "request body too large")
+            self.refuse(stream_id, stream, 413, "request body too large", done, method)
             return
         req = Request(
             method,
@@ -347,9 +350,21 @@ class H2Protocol(asyncio.Protocol):
         stream.body_size += len(data)
         if stream.body_size > self.max_body:
             stream.body.clear()
-            self.send_simple(stream_id, stream, 413, "request body too large")
+            done = event.stream_ended is not None
+            self.refuse(stream_id, stream, 413, "request body too large", done, stream.req.method)
             return
         stream.body.append(data)
+
+    def on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        """Trailers are not forwarded, but a malformed block still makes the request malformed."""
+        stream_id = event.stream_id or 0
+        malformed = malformed_trailers(event.headers or ())
+        if malformed is None:
+            return
+        log.debug("malformed trailers from %s: %s", self.client, malformed)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.on_reset(stream_id)
 
     def on_stream_ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -389,11 +404,16 @@ class H2Protocol(asyncio.Protocol):
             wire[2] = [*wire[0], (b"age", b"%d" % age), (b"cache-status", status)]
             wire[1] = age
         body = entry.body
-        if req.method == b"HEAD" or not body:
-            self.conn.send_headers(stream_id, wire[2], end_stream=True)
-            self.streams.pop(stream_id, None)
-            return True
-        self.conn.send_headers(stream_id, wire[2])
+        encoder = self.encoder
+        encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
+        try:
+            if req.method == b"HEAD" or not body:
+                self.conn.send_headers(stream_id, wire[2], end_stream=True)
+                self.streams.pop(stream_id, None)
+                return True
+            self.conn.send_headers(stream_id, wire[2])
+        finally:
+            encoder.memoise = False
         stream.pending.append(memoryview(body))
         stream.end = True
         self.pump(stream_id, stream)
@@ -420,8 +440,29 @@ class H2Protocol(asyncio.Protocol):
                 # The core returned without end() or abort(): end what was sent.
                 sink.end()
 
-    def send_simple(self, stream_id: int, stream: _Stream, status: int, why: str) -> None:
-        """Answer with a short text error; the request's remaining DATA is read and dropped."""
+    def refuse(
+        self, stream_id: int, stream: _Stream, status: int, why: str, done: bool, method: bytes = b""
+    ) -> None:
+        """Refuse a request before it reaches the core (see :meth:`send_simple`)."""
+        self.send_simple(stream_id, stream, status, why, request_done=done, head_only=method == b"HEAD")
+
+    def send_simple(
+        self,
+        stream_id: int,
+        stream: _Stream,
+        status: int,
+        why: str,
+        *,
+        request_done: bool = True,
+        head_only: bool = False,
+    ) -> None:
+        """Answer with a short text error (no body to HEAD).
+
+        When the client is still sending the request (``request_done`` false), the stream is
+        reset with NO_ERROR once the answer is out (RFC 9113 §8.1), so the client stops and
+        the stream stops counting against the concurrency limit; DATA already on its way is
+        read and dropped.
+        """
         body = f"{status}: {why}\n".encode()
         head: Headers = [
             (b":status", b"%d" % status),
@@ -431,10 +472,18 @@ class H2Protocol(asyncio.Protocol):
         ]
         stream.req = None
         stream.task = None
-        self.conn.send_headers(stream_id, head)
-        stream.pending.append(memoryview(body))
-        stream.end = True
-        self.pump(stream_id, stream)
+        if head_only:
+            self.conn.send_headers(stream_id, head, end_stream=True)
+            stream.end = stream.ended = True
+            self.streams.pop(stream_id, None)
+        else:
+            self.conn.send_headers(stream_id, head)
+            stream.pending.append(memoryview(body))
+            stream.end = True
+            self.pump(stream_id, stream)
+        if not request_done and stream.ended:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
 
     def pump(self, stream_id: int, stream: _Stream) -> None:
         """Send what the windows allow of the stream's pending bytes, then END_STREAM when due."""

@@ -24,13 +24,21 @@ _INDEX_NONE = b"\x00"
 _INDEX_NEVER = b"\x10"
 _MEMO_LIMIT = 4096
 """Distinct field blocks kept; the memo is dropped and refilled when it is full."""
+_MEMO_MAX_BLOCK = 2048
+"""Larger blocks are encoded each time: the memo stays under ``_MEMO_LIMIT`` x 2 KiB."""
 
 _blocks: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
 """Encoded blocks by their fields. Valid for every connection: no block reads a dynamic table."""
 
 
 class ResponseEncoder(Encoder):
-    """An ``hpack.Encoder`` whose blocks use the static table and literals only."""
+    """An ``hpack.Encoder`` whose blocks use the static table and literals only.
+
+    ``memoise`` is set by the front around a cache hit's fields, the ones that repeat;
+    other responses (misses, errors, interim) are looked up but not kept.
+    """
+
+    memoise = False
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         prefix = b""
@@ -43,9 +51,10 @@ class ResponseEncoder(Encoder):
         block = _blocks.get(fields)
         if block is None:
             block = self._encode_block(fields, huffman)
-            if len(_blocks) >= _MEMO_LIMIT:
-                _blocks.clear()
-            _blocks[fields] = block
+            if self.memoise and len(block) <= _MEMO_MAX_BLOCK:
+                if len(_blocks) >= _MEMO_LIMIT:
+                    _blocks.clear()
+                _blocks[fields] = block
         return prefix + block
 
     def _encode_block(self, fields: tuple[Any, ...], huffman: bool) -> bytes:

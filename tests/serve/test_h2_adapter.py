@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 import httpx
@@ -96,7 +97,9 @@ async def test_h2_range_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureEd
 
 
 async def test_h2_brotli_same_as_h1(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
-    text = b"body { color: #123456; margin: 0 auto; }\n" * 300  # under 16 KiB: compressed inline on the first hit
+    text = (
+        b"body { color: #123456; margin: 0 auto; }\n" * 300
+    )  # under 16 KiB: compressed inline on the first hit
     headers = [*CACHEABLE, ("Content-Type", "text/css"), ("Vary", "Accept-Encoding")]
     origin.routes["/s.css"] = fixed(200, text, headers)
     raw = {"Accept-Encoding": "br"}
@@ -121,12 +124,16 @@ async def test_h2_request_body_and_413(origin: ScriptedOrigin, dev_cert: DevCert
     try:
         async with node.h2_client() as client:
             ok = await client.post("/echo", content=b"y" * 30_000)
-            too_big = await client.post("/echo", content=b"z" * 50_000)
+            if tls_front == "hypercorn":
+                too_big = await client.post("/echo", content=b"z" * 50_000)
+                assert too_big.status_code == 413
+            # The own front answers 413 and then resets the stream with NO_ERROR while the
+            # client is still sending (RFC 9113 §8.1, as nginx does); httpcore does not take
+            # that reset, so that case is tested with a raw h2 client below.
     finally:
         await node.stop()
     assert ok.status_code == 200 and ok.content == b"y" * 30_000
     assert origin.seen[-1].header(b"x-forwarded-proto") == b"https"
-    assert too_big.status_code == 413
     assert len(origin.seen) == 1
 
 
@@ -333,3 +340,122 @@ async def test_own_front_answers_a_malformed_request_400_and_keeps_the_connectio
     assert answers[3][0] == b"200"
     assert b"".join(x for x in answers[3][1:] if isinstance(x, bytes)) == b"m"
     assert origin.count("/m.txt") == 1
+
+
+async def raw_h2(node: SecureEdge) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
+    """A TLS connection to the own front with an h2 client that sends what it is told."""
+    import h2.config
+    import h2.connection
+
+    ctx = node.ssl()
+    ctx.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+    )
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+    )
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    return reader, writer, conn
+
+
+async def events_until(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Any, done: Callable[[Any], bool]
+) -> list[Any]:
+    """Read and acknowledge until ``done(event)``; every event seen, in order."""
+    import h2.events
+
+    seen: list[Any] = []
+    while True:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, f"the edge closed the connection after {seen}"
+        for event in conn.receive_data(data):
+            seen.append(event)
+            if isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if done(event):
+                writer.write(conn.data_to_send())
+                return seen
+        writer.write(conn.data_to_send())
+
+
+async def test_own_front_refuses_a_path_not_in_origin_form_and_bad_trailers(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """Two rules h2 does not check: ":path" must be origin form (the key joins authority
+    and path), and trailers must not carry pseudo-headers or connection fields."""
+    import h2.errors
+    import h2.events
+
+    origin.routes["/p.txt"] = fixed(200, b"p", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        reader, writer, conn = await raw_h2(node)
+        authority = b"localhost:%d" % node.port
+        head = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", authority[:-1])]
+        conn.send_headers(1, [*head, (b":path", authority[-1:] + b"/p.txt")], end_stream=True)
+        post = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", authority),
+            (b":path", b"/p.txt"),
+        ]
+        conn.send_headers(3, post)
+        conn.send_data(3, b"x")
+        conn.send_headers(3, [(b":path", b"/other")], end_stream=True)  # trailers with a pseudo-header
+        writer.write(conn.data_to_send())
+        seen = await events_until(
+            reader, writer, conn, lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == 3
+        )
+        conn.send_headers(5, [*head[:2], (b":authority", authority), (b":path", b"/p.txt")], end_stream=True)
+        writer.write(conn.data_to_send())
+        seen += await events_until(
+            reader, writer, conn, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 5
+        )
+        writer.close()
+    finally:
+        await node.stop()
+    status = {
+        e.stream_id: dict(e.headers)[b":status"] for e in seen if isinstance(e, h2.events.ResponseReceived)
+    }
+    body1 = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived) and e.stream_id == 1)
+    resets = [e for e in seen if isinstance(e, h2.events.StreamReset)]
+    assert status[1] == b"400" and b":path is not an absolute path" in body1
+    assert [(r.stream_id, r.error_code) for r in resets] == [(3, h2.errors.ErrorCodes.PROTOCOL_ERROR)]
+    assert status[5] == b"200"  # the connection went on
+    assert origin.count("/p.txt") == 1 and origin.count("/other") == 0
+
+
+async def test_own_front_resets_a_refused_request_still_sending_its_body(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """A 413 for a declared length over the limit, while the client is still sending: the
+    answer, then RST_STREAM(NO_ERROR) (RFC 9113 §8.1) so the client stops and the stream
+    frees its slot."""
+    import h2.errors
+    import h2.events
+
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own", max_request_body="1KiB")
+    try:
+        reader, writer, conn = await raw_h2(node)
+        head = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost:%d" % node.port),
+            (b":path", b"/upload"),
+            (b"content-length", b"100000"),
+        ]
+        conn.send_headers(1, head)
+        writer.write(conn.data_to_send())
+        seen = await events_until(reader, writer, conn, lambda e: isinstance(e, h2.events.StreamReset))
+        writer.close()
+    finally:
+        await node.stop()
+    mine = [e for e in seen if getattr(e, "stream_id", 0) == 1]
+    kinds = [type(e).__name__ for e in mine]
+    assert kinds[0] == "ResponseReceived" and dict(mine[0].headers)[b":status"] == b"413"
+    assert kinds.index("StreamEnded") < kinds.index("StreamReset")  # the answer, then the reset
+    assert mine[-1].error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert origin.count("/upload") == 0

@@ -48,3 +48,19 @@ def test_never_indexed_fields_keep_their_mark() -> None:
     block = [(b":status", b"200"), NeverIndexedHeaderTuple(b"set-cookie", b"id=1")]
     out = decoder.decode(encoder.encode(block), raw=True)
     assert isinstance(out[1], NeverIndexedHeaderTuple) and tuple(out[1]) == (b"set-cookie", b"id=1")
+
+
+def test_only_hit_blocks_of_bounded_size_are_kept() -> None:
+    """Misses and errors carry one-off fields (and may carry cookies): looked up, not kept."""
+    from edge.serve import hpack_responses
+
+    hpack_responses._blocks.clear()
+    encoder = ResponseEncoder()
+    encoder.encode([(b":status", b"404"), (b"x-request", b"1")])
+    assert hpack_responses._blocks == {}
+    encoder.memoise = True
+    hit = [(b":status", b"200"), (b"x-cache", b"HIT")]
+    block = encoder.encode(hit)
+    assert hpack_responses._blocks == {tuple(hit): block}
+    encoder.encode([(b":status", b"200"), (b"x-big", b"v" * 4000)])
+    assert len(hpack_responses._blocks) == 1  # over 2 KiB: encoded each time
