@@ -62,9 +62,7 @@ def test_each_rule_is_named(fields: list[tuple[bytes, bytes]], rule: str) -> Non
     assert not h2_verdict(fields)
 
 
-@pytest.mark.parametrize(
-    "path", [b"m/app.js", b"app.js", b"https://example.com/app.js", b"*", b"//x"]
-)
+@pytest.mark.parametrize("path", [b"m/app.js", b"app.js", b"https://example.com/app.js", b"*", b"//x"])
 def test_path_must_be_origin_form_which_h2_does_not_check(path: bytes) -> None:
     """The cache key joins authority and path: "example.co" + "m/app.js" must not be read
     as example.com/app.js. h2 accepts all of these; the front refuses all but "//x"."""
