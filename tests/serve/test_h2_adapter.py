@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
@@ -182,166 +184,6 @@ async def test_h2_invalid_host_is_refused(origin: ScriptedOrigin, secure_edge: S
     assert origin.count("/bar") == 1
 
 
-async def test_own_front_requests_then_goaway_in_one_read_close_quietly(
-    origin: ScriptedOrigin, dev_cert: DevCert
-) -> None:
-    """h2load ends every run with its last requests and a GOAWAY in one write.
-
-    h2 applies the GOAWAY before the front sees the requests, so they cannot be answered
-    any more: the connection must close cleanly, not raise out of data_received (which
-    uvloop reports as a fatal SSL protocol error with a traceback, once per connection).
-    The node keeps serving.
-    """
-    import h2.config
-    import h2.connection
-
-    origin.routes["/g.txt"] = fixed(200, b"g", CACHEABLE)
-    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, object]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    try:
-        async with node.h2_client() as client:  # fill the cache: the requests below are hits
-            assert (await client.get("/g.txt")).status_code == 200
-        ctx = node.ssl()
-        ctx.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
-        )
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        authority = f"localhost:{node.port}"  # as httpx sent it: the same cache key, so hits
-        head = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", "/g.txt")]
-        for _ in range(3):
-            conn.send_headers(conn.get_next_available_stream_id(), head, end_stream=True)
-        conn.close_connection()
-        writer.write(conn.data_to_send())
-        await writer.drain()
-        rest = await asyncio.wait_for(reader.read(), 10)  # read to EOF: the edge closed
-        assert isinstance(rest, bytes)
-        writer.close()
-        async with node.h2_client() as client:
-            again = await client.get("/g.txt")
-    finally:
-        loop.set_exception_handler(previous)
-        await node.stop()
-    assert again.status_code == 200 and again.content == b"g"
-    assert origin.count("/g.txt") == 1  # the raw requests were hits, answered synchronously
-    assert reported == []
-
-
-async def test_own_front_a_stream_reset_in_the_same_read_costs_only_that_stream(
-    origin: ScriptedOrigin, dev_cert: DevCert
-) -> None:
-    """A browser cancelling a request: HEADERS then RST_STREAM for it, in one read, with a
-    second request beside it. h2 has closed the first stream before the front sees the
-    request; the front forgets it and answers the second on the same connection."""
-    import h2.config
-    import h2.connection
-    import h2.errors
-    import h2.events
-
-    origin.routes["/r.txt"] = fixed(200, b"r", CACHEABLE)
-    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, object]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    try:
-        async with node.h2_client() as client:
-            assert (await client.get("/r.txt")).status_code == 200
-        ctx = node.ssl()
-        ctx.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
-        )
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        authority = f"localhost:{node.port}"
-        head = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", "/r.txt")]
-        cancelled, wanted = 1, 3
-        conn.send_headers(cancelled, head, end_stream=True)
-        conn.reset_stream(cancelled, h2.errors.ErrorCodes.CANCEL)
-        conn.send_headers(wanted, head, end_stream=True)
-        writer.write(conn.data_to_send())
-        body, ended = b"", False
-        while not ended:
-            data = await asyncio.wait_for(reader.read(65536), 10)
-            assert data, "the edge closed the connection"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.DataReceived) and event.stream_id == wanted:
-                    body += event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, wanted)
-                if isinstance(event, h2.events.StreamEnded) and event.stream_id == wanted:
-                    ended = True
-            writer.write(conn.data_to_send())
-        writer.close()
-    finally:
-        loop.set_exception_handler(previous)
-        await node.stop()
-    assert body == b"r"
-    assert origin.count("/r.txt") == 1
-    assert reported == []
-
-
-async def test_own_front_answers_a_malformed_request_400_and_keeps_the_connection(
-    origin: ScriptedOrigin, dev_cert: DevCert
-) -> None:
-    """RFC 9113 §8.1.1: a malformed request is answered (400, naming the rule); the
-    connection and its other streams go on. The h2 library would have closed it all."""
-    import h2.config
-    import h2.connection
-    import h2.events
-
-    origin.routes["/m.txt"] = fixed(200, b"m", CACHEABLE)
-    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
-    try:
-        ctx = node.ssl()
-        ctx.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
-        )
-        config = h2.config.H2Configuration(
-            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
-        )
-        conn = h2.connection.H2Connection(config)
-        conn.initiate_connection()
-        head = [
-            (b":method", b"GET"),
-            (b":scheme", b"https"),
-            (b":authority", b"localhost:%d" % node.port),
-            (b":path", b"/m.txt"),
-        ]
-        conn.send_headers(1, [*head, (b"connection", b"keep-alive")], end_stream=True)
-        conn.send_headers(3, head, end_stream=True)
-        writer.write(conn.data_to_send())
-        answers: dict[int, list[object]] = {1: [], 3: []}
-        ended: set[int] = set()
-        while ended != {1, 3}:
-            data = await asyncio.wait_for(reader.read(65536), 10)
-            assert data, "the edge closed the connection"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    answers[event.stream_id].append(dict(event.headers)[b":status"])
-                elif isinstance(event, h2.events.DataReceived):
-                    answers[event.stream_id].append(event.data)
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if isinstance(event, h2.events.StreamEnded):
-                    ended.add(event.stream_id)
-            writer.write(conn.data_to_send())
-        writer.close()
-    finally:
-        await node.stop()
-    assert answers[1][0] == b"400"
-    assert b"".join(x for x in answers[1][1:] if isinstance(x, bytes)) == (
-        b"400: malformed request: connection-specific field\n"
-    )
-    assert answers[3][0] == b"200"
-    assert b"".join(x for x in answers[3][1:] if isinstance(x, bytes)) == b"m"
-    assert origin.count("/m.txt") == 1
-
-
 async def raw_h2(node: SecureEdge) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
     """A TLS connection to the own front with an h2 client that sends what it is told."""
     import h2.config
@@ -379,6 +221,134 @@ async def events_until(
                 writer.write(conn.data_to_send())
                 return seen
         writer.write(conn.data_to_send())
+
+
+@contextlib.contextmanager
+def loop_errors() -> Iterator[list[dict[str, object]]]:
+    """What reaches the running loop's exception handler meanwhile (uvloop's fatal errors)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        yield reported
+    finally:
+        loop.set_exception_handler(previous)
+
+
+def get(node: SecureEdge, path: bytes, method: bytes = b"GET") -> list[tuple[bytes, bytes]]:
+    """Request fields as httpx sends them to ``node``: the same cache key as its requests."""
+    return [
+        (b":method", method),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost:%d" % node.port),
+        (b":path", path),
+    ]
+
+
+async def test_own_front_requests_then_goaway_in_one_read_close_quietly(
+    origin: ScriptedOrigin, dev_cert: DevCert, caplog: pytest.LogCaptureFixture
+) -> None:
+    """h2load ends every run with its last requests and a GOAWAY in one write.
+
+    h2 applies the GOAWAY before the front sees the requests, so they cannot be answered
+    any more: the connection must close cleanly, not raise out of data_received (which
+    uvloop reports as a fatal SSL protocol error with a traceback, once per connection).
+    The node keeps serving.
+    """
+    origin.routes["/g.txt"] = fixed(200, b"g", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        with loop_errors() as reported:
+            async with node.h2_client() as client:  # fill the cache: the requests below are hits
+                assert (await client.get("/g.txt")).status_code == 200
+            reader, writer, conn = await raw_h2(node)
+            for stream_id in (1, 3, 5):
+                conn.send_headers(stream_id, get(node, b"/g.txt"), end_stream=True)
+            conn.close_connection()
+            writer.write(conn.data_to_send())
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), 10)  # read to EOF: the edge closed
+            assert isinstance(rest, bytes)
+            writer.close()
+            async with node.h2_client() as client:
+                again = await client.get("/g.txt")
+    finally:
+        await node.stop()
+    assert again.status_code == 200 and again.content == b"g"
+    assert origin.count("/g.txt") == 1  # the raw requests were hits, answered synchronously
+    assert reported == []
+    # The client said goodbye: nothing for an operator to look at (a real failure warns).
+    assert [r for r in caplog.records if r.name == "edge.serve.h2" and r.levelno >= logging.WARNING] == []
+
+
+async def test_own_front_a_stream_reset_in_the_same_read_costs_only_that_stream(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """A browser cancelling a request: HEADERS then RST_STREAM for it, in one read, with a
+    second request beside it. h2 has closed the first stream before the front sees the
+    request; the front forgets it and answers the second on the same connection."""
+    import h2.errors
+    import h2.events
+
+    origin.routes["/r.txt"] = fixed(200, b"r", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        with loop_errors() as reported:
+            async with node.h2_client() as client:
+                assert (await client.get("/r.txt")).status_code == 200
+            reader, writer, conn = await raw_h2(node)
+            conn.send_headers(1, get(node, b"/r.txt"), end_stream=True)
+            conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+            conn.send_headers(3, get(node, b"/r.txt"), end_stream=True)
+            writer.write(conn.data_to_send())
+            seen = await events_until(
+                reader, writer, conn, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3
+            )
+            writer.close()
+    finally:
+        await node.stop()
+    body = b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived) and e.stream_id == 3)
+    assert body == b"r"
+    assert origin.count("/r.txt") == 1
+    assert reported == []
+
+
+async def test_own_front_answers_a_malformed_request_400_and_keeps_the_connection(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """RFC 9113 §8.1.1: a malformed request is answered (400, naming the rule); the
+    connection and its other streams go on. The h2 library would have closed it all."""
+    import h2.events
+
+    origin.routes["/m.txt"] = fixed(200, b"m", CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own")
+    try:
+        reader, writer, conn = await raw_h2(node)
+        conn.send_headers(1, [*get(node, b"/m.txt"), (b"connection", b"keep-alive")], end_stream=True)
+        conn.send_headers(3, get(node, b"/m.txt"), end_stream=True)
+        writer.write(conn.data_to_send())
+        ended: set[int] = set()
+
+        def both_ended(event: Any) -> bool:
+            if isinstance(event, h2.events.StreamEnded):
+                ended.add(event.stream_id)
+            return ended == {1, 3}
+
+        seen = await events_until(reader, writer, conn, both_ended)
+        writer.close()
+    finally:
+        await node.stop()
+    status = {
+        e.stream_id: dict(e.headers)[b":status"] for e in seen if isinstance(e, h2.events.ResponseReceived)
+    }
+    bodies = {
+        sid: b"".join(e.data for e in seen if isinstance(e, h2.events.DataReceived) and e.stream_id == sid)
+        for sid in (1, 3)
+    }
+    assert status == {1: b"400", 3: b"200"}
+    assert bodies == {1: b"400: malformed request: connection-specific field\n", 3: b"m"}
+    assert origin.count("/m.txt") == 1
 
 
 async def test_own_front_refuses_a_path_not_in_origin_form_and_bad_trailers(
