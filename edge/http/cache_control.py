@@ -64,10 +64,27 @@ def parse_delta(arg: bytes | None) -> int:
 
 
 EMPTY = Directives({}, frozenset())
+_NO_DUPLICATES: frozenset[bytes] = frozenset()
+_PARSED_LIMIT = 1024
+_parsed: dict[tuple[bytes, ...], Directives] = {}
+"""Directives by field lines. Every stored entry keeps its Directives, and most responses
+of an origin carry the same few Cache-Control values: one shared object each saves about
+600 bytes per cached object (Directives are never changed after parsing)."""
 
 
 def parse_cache_control(values: Iterable[bytes]) -> Directives:
     """Parse every Cache-Control field line of a message into one Directives."""
+    lines = tuple(values)
+    directives = _parsed.get(lines)
+    if directives is None:
+        directives = _parse(lines)
+        if len(_parsed) >= _PARSED_LIMIT:
+            _parsed.clear()
+        _parsed[lines] = directives
+    return directives
+
+
+def _parse(values: tuple[bytes, ...]) -> Directives:
     args: dict[bytes, bytes | None] = {}
     duplicates: set[bytes] = set()
     for member in split_list(values):
@@ -82,4 +99,4 @@ def parse_cache_control(values: Iterable[bytes]) -> Directives:
         args[name] = value
     if not args:
         return EMPTY
-    return Directives(args, frozenset(duplicates))
+    return Directives(args, frozenset(duplicates) if duplicates else _NO_DUPLICATES)
