@@ -293,21 +293,18 @@ class H2Protocol(asyncio.Protocol):
         self.streams[stream_id] = stream
         pseudo_method, pseudo_path, pseudo_authority, headers = split_pseudo(event.headers or ())
         method, path, authority = pseudo_method or b"", pseudo_path or b"", pseudo_authority or b""
-        done = event.stream_ended is not None
         malformed = malformed_request(event.headers or ())
         if malformed is not None:
-            self.refuse(stream_id, stream, 400, f"malformed request: {malformed}", done, method)
+            self.refuse(stream_id, stream, 400, f"malformed request: {malformed}", method)
             return
         if method == b"CONNECT":
-            self.refuse(
-                stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel", done
-            )
+            self.refuse(stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel")
             return
         if len(headers) > self.max_count:
-            self.refuse(stream_id, stream, 431, "too many header fields", done, method)
+            self.refuse(stream_id, stream, 431, "too many header fields", method)
             return
         if len(path) > self.max_line:
-            self.refuse(stream_id, stream, 414, "request target too long", done, method)
+            self.refuse(stream_id, stream, 414, "request target too long", method)
             return
         fields = {name: value for name, value in headers}
         if len(fields) != len(headers):
@@ -318,11 +315,11 @@ class H2Protocol(asyncio.Protocol):
             headers.insert(0, (b"host", authority))
             fields[b"host"] = authority
         if host not in _HOSTS and not valid_authority(host):
-            self.refuse(stream_id, stream, 400, "invalid :authority", done, method)
+            self.refuse(stream_id, stream, 400, "invalid :authority", method)
             return
         content_length = fields.get(b"content-length")
         if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
-            self.refuse(stream_id, stream, 413, "request body too large", done, method)
+            self.refuse(stream_id, stream, 413, "request body too large", method)
             return
         req = Request(
             method,
@@ -350,8 +347,7 @@ class H2Protocol(asyncio.Protocol):
         stream.body_size += len(data)
         if stream.body_size > self.max_body:
             stream.body.clear()
-            done = event.stream_ended is not None
-            self.refuse(stream_id, stream, 413, "request body too large", done, stream.req.method)
+            self.refuse(stream_id, stream, 413, "request body too large", stream.req.method)
             return
         stream.body.append(data)
 
@@ -440,28 +436,18 @@ class H2Protocol(asyncio.Protocol):
                 # The core returned without end() or abort(): end what was sent.
                 sink.end()
 
-    def refuse(
-        self, stream_id: int, stream: _Stream, status: int, why: str, done: bool, method: bytes = b""
-    ) -> None:
+    def refuse(self, stream_id: int, stream: _Stream, status: int, why: str, method: bytes = b"") -> None:
         """Refuse a request before it reaches the core (see :meth:`send_simple`)."""
-        self.send_simple(stream_id, stream, status, why, request_done=done, head_only=method == b"HEAD")
+        self.send_simple(stream_id, stream, status, why, head_only=method == b"HEAD")
 
     def send_simple(
-        self,
-        stream_id: int,
-        stream: _Stream,
-        status: int,
-        why: str,
-        *,
-        request_done: bool = True,
-        head_only: bool = False,
+        self, stream_id: int, stream: _Stream, status: int, why: str, *, head_only: bool = False
     ) -> None:
         """Answer with a short text error (no body to HEAD).
 
-        When the client is still sending the request (``request_done`` false), the stream is
-        reset with NO_ERROR once the answer is out (RFC 9113 §8.1), so the client stops and
-        the stream stops counting against the concurrency limit; DATA already on its way is
-        read and dropped.
+        The rest of a request body still on its way is read and dropped, not refused with
+        RST_STREAM(NO_ERROR) as RFC 9113 §8.1 would allow: curl and httpx then report a
+        failed transfer instead of the 413 (measured), and flow control paces the upload.
         """
         body = f"{status}: {why}\n".encode()
         head: Headers = [
@@ -481,9 +467,6 @@ class H2Protocol(asyncio.Protocol):
             stream.pending.append(memoryview(body))
             stream.end = True
             self.pump(stream_id, stream)
-        if not request_done and stream.ended:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
 
     def pump(self, stream_id: int, stream: _Stream) -> None:
         """Send what the windows allow of the stream's pending bytes, then END_STREAM when due."""
