@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from edge.http.message import request_path_ok
+
 __all__ = ["malformed_request", "malformed_trailers"]
 
 _BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff:]").search
@@ -78,9 +80,7 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
             return "missing :scheme or :path"
         if not path:
             return "empty :path"
-        if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
-            # §8.3.1: origin-form, or asterisk-form for OPTIONS. The cache key joins the
-            # authority and the path: "example.co" + "m/app.js" must not read as example.com.
+        if not request_path_ok(path, method):
             return ":path is not an absolute path"
     if authority is None and host is None:
         return "neither :authority nor Host"

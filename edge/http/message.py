@@ -99,6 +99,16 @@ def split_pseudo(
     return method, path, authority, headers
 
 
+def request_path_ok(path: bytes, method: bytes) -> bool:
+    """Whether an HTTP/2 or HTTP/3 ``:path`` is origin form, or ``*`` for OPTIONS.
+
+    RFC 9113 §8.3.1 / RFC 9114 §4.3.1. The cache key joins authority and path, so
+    ``example.co`` + ``m/app.js`` must never read as ``example.com/app.js``. (The
+    HTTP/1.1 front applies the same rule inline and also takes the absolute form.)
+    """
+    return path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")
+
+
 def valid_authority(host: bytes) -> bool:
     """Whether a Host value (or absolute-form authority) is syntactically an authority.
 

@@ -437,13 +437,7 @@ class H2Protocol(asyncio.Protocol):
                 sink.end()
 
     def refuse(self, stream_id: int, stream: _Stream, status: int, why: str, method: bytes = b"") -> None:
-        """Refuse a request before it reaches the core (see :meth:`send_simple`)."""
-        self.send_simple(stream_id, stream, status, why, head_only=method == b"HEAD")
-
-    def send_simple(
-        self, stream_id: int, stream: _Stream, status: int, why: str, *, head_only: bool = False
-    ) -> None:
-        """Answer with a short text error (no body to HEAD).
+        """Answer a request the core never sees with a short text error (no body to HEAD).
 
         The rest of a request body still on its way is read and dropped, not refused with
         RST_STREAM(NO_ERROR) as RFC 9113 §8.1 would allow: curl and httpx then report a
@@ -458,7 +452,7 @@ class H2Protocol(asyncio.Protocol):
         ]
         stream.req = None
         stream.task = None
-        if head_only:
+        if method == b"HEAD":
             self.conn.send_headers(stream_id, head, end_stream=True)
             stream.end = stream.ended = True
             self.streams.pop(stream_id, None)

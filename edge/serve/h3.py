@@ -33,7 +33,14 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.http.fields import Headers
-from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
+from edge.http.message import (
+    Request,
+    fields_of,
+    normalize_host,
+    request_path_ok,
+    split_pseudo,
+    valid_authority,
+)
 from edge.serve import qh3_io
 from edge.serve.sink import serve_guarded
 
@@ -254,9 +261,7 @@ class H3Session:
         if method is None or not path:
             self._simple(stream_id, 400, b"400 Bad Request: missing :method or :path\n")
             return
-        if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
-            # RFC 9114 §4.3.1: origin form. The key joins authority and path, so
-            # "example.co" + "m/app.js" must not be read as example.com/app.js.
+        if not request_path_ok(path, method):
             self._simple(stream_id, 400, b"400 Bad Request: :path is not an absolute path\n")
             return
         fields = fields_of(headers)
