@@ -18,8 +18,8 @@ from edge import config as edge_config
 from edge.cache.entry import Entry
 from edge.cache.freshness import freshness_policy
 from edge.core import EdgeCore
+from edge.fronts.h1 import H1Protocol
 from edge.http.dates import format_http_date
-from edge.serve.h1 import H1Protocol
 
 BROWSER_HEADERS = (
     b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36\r\n"

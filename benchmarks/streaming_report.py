@@ -26,7 +26,7 @@ import httpx
 
 from edge import config as edge_config
 from edge.core import EdgeCore
-from edge.serve.server import bind_tcp, start_h1
+from edge.wiring.process import bind_tcp, start_h1
 
 MiB = 1024 * 1024
 BLOCK = bytes(range(251)) * (64 * 1024 // 251 + 1)

@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, banner: str | None = None) -> int:
-    from edge.serve.server import StartupError, run
+    from edge.wiring.process import StartupError, run
 
     def ready() -> None:
         print(banner or f"edge: serving http://{config.listen}/ from {config.upstream}", flush=True)

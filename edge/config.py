@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from edge.upstream.client import UpstreamTarget
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -120,16 +119,8 @@ class Config:
         1024**2, "response bytes queued in the QUIC library per connection before writers wait", "size"
     )
 
-    def upstream_target(self) -> UpstreamTarget:
-        if not self.upstream:
-            raise ConfigError("no upstream configured: pass --upstream http://HOST:PORT")
-        try:
-            return UpstreamTarget.from_url(self.upstream)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-
     def validate(self) -> None:
-        self.upstream_target()
+        check_upstream_url(self.upstream)
         parse_listen(self.listen)
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
@@ -157,6 +148,21 @@ class Config:
     def codings(self) -> tuple[bytes, ...]:
         """The configured compress_codings, in preference order."""
         return tuple(c.strip().lower().encode() for c in self.compress_codings.split(",") if c.strip())
+
+
+def check_upstream_url(url: str) -> None:
+    """An upstream is ``http://HOST[:PORT]``: the node speaks cleartext HTTP/1.1 to it."""
+    if not url:
+        raise ConfigError("no upstream configured: pass --upstream http://HOST:PORT")
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ConfigError(f"upstream URL must be http://HOST[:PORT], got {url!r}")
+    if not parts.hostname:
+        raise ConfigError(f"upstream URL has no host: {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"upstream URL {url!r}: {exc}") from None
 
 
 def parse_listen_list(value: str) -> list[tuple[str, int]]:

@@ -104,7 +104,7 @@ def run_demo(
         f"try:    curl -sI {base}/index.html | grep -i -e x-cache -e cache-status -e age",
     ]
     if tls_port:
-        from edge.serve.devcert import ensure_dev_cert
+        from edge.wiring.devcert import ensure_dev_cert
 
         spki = ensure_dev_cert().spki
         https = f"https://localhost:{tls_port}"

@@ -25,6 +25,7 @@ from edge.cache.key import primary_key, secondary_key
 from edge.cache.store import Store, make_store
 from edge.config import Config, parse_ttl_rules
 from edge.core.codings import Compressor
+from edge.core.sink import ResponseSink
 from edge.http.dates import format_http_date, parse_http_date
 from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, get_all, get_one
 from edge.http.message import Request
@@ -38,8 +39,13 @@ from edge.http.ranges import (
     parse_range,
     unsatisfied_range,
 )
-from edge.serve.sink import ResponseSink
-from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from edge.upstream.client import (
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTarget,
+    UpstreamTimeout,
+)
 from edge.upstream.fill import Fill
 
 GET, HEAD = b"GET", b"HEAD"
@@ -86,7 +92,7 @@ class CoreBase:
         self.config = config
         self.clock = clock
         self.store: Store = store if store is not None else make_store(config.cache_size)
-        target = config.upstream_target()
+        target = UpstreamTarget.from_url(config.upstream)
         self.pool = pool or UpstreamPool(
             target, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
         )

@@ -33,13 +33,13 @@ from edge.core.base import (
     CoreBase,
     declared_length,
 )
+from edge.core.sink import ResponseSink
 from edge.http.cache_control import Directives
 from edge.http.fields import Headers, get_all, get_one
 from edge.http.message import Request
 from edge.http.ranges import (
     content_range,
 )
-from edge.serve.sink import ResponseSink
 from edge.upstream.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from edge.upstream.fill import Fill, Reader
 

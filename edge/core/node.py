@@ -25,9 +25,9 @@ from edge.cache.key import primary_key, secondary_key
 from edge.cache.reuse import Reuse, decide_reuse, request_directives
 from edge.cache.slices import meta_key
 from edge.core.base import GET, HEAD, NEVER, SLOW_PATH_FIELDS
+from edge.core.sink import ResponseSink
 from edge.core.slicing import SliceMixin
 from edge.http.message import Request
-from edge.serve.sink import ResponseSink
 
 
 class EdgeCore(SliceMixin):

@@ -12,6 +12,7 @@ from edge.cache.storability import why_not_storable
 from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
 from edge.core.base import FILL_DROPPED_FIELDS, GET, HEAD
 from edge.core.filling import FillMixin
+from edge.core.sink import ResponseSink
 from edge.http.cache_control import EMPTY
 from edge.http.fields import get_all, get_one
 from edge.http.message import Request
@@ -19,7 +20,6 @@ from edge.http.ranges import (
     content_range,
     parse_content_range,
 )
-from edge.serve.sink import ResponseSink
 from edge.upstream.client import UpstreamError
 
 

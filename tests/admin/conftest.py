@@ -11,8 +11,8 @@ import pytest_asyncio
 
 from edge.admin.server import bind_admin, serve_admin
 from edge.core import EdgeCore
-from tests.edge.conftest import Edge, start_edge
-from tests.edge.scripted_origin import ScriptedOrigin
+from tests.support.nodes import Edge, start_edge
+from tests.support.scripted_origin import ScriptedOrigin
 
 TOKEN = "s3cret-admin-token"
 

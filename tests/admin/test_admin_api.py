@@ -10,8 +10,8 @@ import pytest
 from edge.admin.app import METRICS_CONTENT_TYPE, create_admin_app
 from edge.http.message import Request
 from tests.admin.conftest import TOKEN, Admin
-from tests.edge.conftest import Edge
-from tests.edge.scripted_origin import ScriptedOrigin, fixed
+from tests.support.nodes import Edge
+from tests.support.scripted_origin import ScriptedOrigin, fixed
 
 pytestmark = pytest.mark.asyncio
 
@@ -250,7 +250,9 @@ async def test_readyz_follows_the_ready_callback(edge: Edge) -> None:
         assert (await client.get("/purge")).status_code == 405
 
 
-async def test_purge_during_a_fill_is_not_undone_by_it(origin: ScriptedOrigin, edge: Edge, admin: Admin) -> None:
+async def test_purge_during_a_fill_is_not_undone_by_it(
+    origin: ScriptedOrigin, edge: Edge, admin: Admin
+) -> None:
     import asyncio
 
     origin.routes["/inflight"] = fixed(200, b"old", CACHEABLE, delay=0.4)

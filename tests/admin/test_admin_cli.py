@@ -8,8 +8,8 @@ import pytest
 
 from edge.admin.client import purge_main
 from tests.admin.conftest import TOKEN, Admin
-from tests.edge.conftest import Edge, free_port
-from tests.edge.scripted_origin import ScriptedOrigin, fixed
+from tests.support.nodes import Edge, free_port
+from tests.support.scripted_origin import ScriptedOrigin, fixed
 
 pytestmark = pytest.mark.asyncio
 

@@ -138,7 +138,9 @@ def test_vary_names_and_secondary_key() -> None:
     assert a == b and a != c and absent != empty
     # Accept-Encoding is keyed by the coding the request would get.
     ae = (b"accept-encoding",)
-    assert secondary_key(req(Accept_Encoding="gzip, deflate, br"), ae) == secondary_key(req(Accept_Encoding="br"), ae)
+    assert secondary_key(req(Accept_Encoding="gzip, deflate, br"), ae) == secondary_key(
+        req(Accept_Encoding="br"), ae
+    )
     assert secondary_key(req(Accept_Encoding="gzip"), ae) != secondary_key(req(Accept_Encoding="br"), ae)
     assert secondary_key(req(), ae) == secondary_key(req(Accept_Encoding="identity"), ae)
 

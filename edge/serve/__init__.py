@@ -1,1 +1,0 @@
-"""Protocol adapters. They turn wire requests into ``Request`` and call ``edge.core``."""
