@@ -16,6 +16,7 @@ Rules this module guarantees:
   says what is wrong, never a partial purge.
 - purges run on the event loop, between requests: the store is not
   thread-safe, and the prefix/tag scans are O(n) (see ``edge.cache.purge``).
+- the app talks to the node only through ``EdgeCore.purge`` and ``EdgeCore.stats``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from edge.cache.purge import PurgeError, purge_all, purge_prefix, purge_tag, purge_url
+from edge.cache.purge import PURGE_KINDS, PurgeError, PurgeKind
 from edge.core import EdgeCore
 
 __all__ = ["MAX_PURGE_BODY", "METRICS_CONTENT_TYPE", "create_admin_app"]
@@ -40,8 +41,6 @@ MAX_PURGE_BODY = 64 * 1024
 """Largest purge request body accepted (413 beyond); one URL or tag fits easily."""
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-PURGE_KINDS = ("url", "prefix", "tag", "all")
 
 _REALM = 'Bearer realm="edge-admin"'
 
@@ -85,7 +84,7 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def parse_purge(body: bytes) -> tuple[str, str, bool]:
+def parse_purge(body: bytes) -> tuple[PurgeKind, str, bool]:
     """``(kind, argument, soft)`` from a purge body, or :class:`_BadRequest` saying why not."""
     try:
         doc = json.loads(body)
@@ -133,16 +132,7 @@ def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | Non
             return refused
         try:
             kind, arg, soft = parse_purge(await _read_body(request))
-            store = core.store
-            if kind == "url":
-                purged = purge_url(store, arg, soft=soft)
-            elif kind == "prefix":
-                purged = purge_prefix(store, arg, soft=soft)
-            elif kind == "tag":
-                purged = purge_tag(store, arg, soft=soft)
-            else:
-                purged = purge_all(store, soft=soft)
-            core.discard_in_flight()  # a fetch begun before the purge must not re-store old bytes
+            purged = core.purge(kind, arg, soft=soft)
         except _BadRequest as exc:
             return _error(exc.status, exc.reason)
         except PurgeError as exc:
@@ -183,20 +173,9 @@ def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | Non
 
 
 def _stats(core: EdgeCore, counters: _Counters) -> dict[str, Any]:
-    store = core.store
-    s = store.stats()
     return {
         "name": core.config.name,
-        "entries": len(store),
-        "bytes": store.total_charge,
-        "capacity": store.capacity,
-        "hits": s["hits"],
-        "misses": s["misses"],
-        "inserts": s["inserts"],
-        "evictions": s["evictions"],
-        "fills_in_flight": len(core.fills),
-        "upstream_requests": core.upstream_requests,
-        "hit_for_pass_keys": len(core.pass_keys),
+        **core.stats(),
         "purge_requests": dict(counters.purge_requests),
         "purged_objects": counters.purged_objects,
     }

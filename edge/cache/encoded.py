@@ -13,6 +13,7 @@ result next to the identity entry. Rules this module guarantees:
 from __future__ import annotations
 
 from edge.cache.entry import Entry
+from edge.cache.freshness import Policy
 from edge.http.cache_control import Directives
 from edge.http.compressible import is_compressible
 from edge.http.fields import Headers, get_all, get_one, split_list
@@ -74,3 +75,20 @@ def encoded_sibling(entry: Entry, coding: bytes, body: bytes) -> Entry:
     )
     sibling.fresh_until = entry.fresh_until
     return sibling
+
+
+def freshened(stale: Entry, fields: Headers, policy: Policy, response_time: float, age: float) -> Entry:
+    """A new entry for ``stale``'s body after a 304: new fields and freshness, the same siblings' bodies.
+
+    The siblings are rebuilt on the new entry (their fields follow the identity
+    entry's), so a freshened object does not lose its compressed variants.
+    """
+    entry = Entry(
+        stale.key, stale.status, stale.reason, fields, stale.body, policy, response_time, age, stale.vary
+    )
+    if stale.encodings is not None:
+        entry.encodings = {
+            coding: entry if sibling is stale else encoded_sibling(entry, coding, sibling.body)
+            for coding, sibling in stale.encodings.items()
+        }
+    return entry

@@ -1,13 +1,26 @@
 """A stored response and the Vary container that holds several of them.
 
-An Entry is immutable once stored except for ``wire``, where protocol adapters
-memoise their own serialisation of the head (built once per entry, patched
-per request), so the cache never needs to know about HTTP/1.1 or QPACK.
+What an Entry says never changes once it is stored: status, fields, body and
+freshness stay as they were when the response arrived. A new response, a 304
+that freshens the fields, or a soft purge makes a new Entry that replaces the old
+one in the store (:meth:`Entry.stale_copy` for a soft purge), so a client already
+being sent the old one is never sent a mix. Two things are added to a stored
+Entry later, and neither changes what a client receives for a given
+representation:
+
+- ``encodings`` gains each compressed sibling once it is made (see
+  ``edge.cache.encoded``); a sibling, once there, is never replaced;
+- ``wire`` holds the fronts' memoised serialisation of the head (built once per
+  entry, refreshed when the Age second changes), so the cache never needs to
+  know about HTTP/1.1 framing or QPACK.
+
+A :class:`Variants` container is the one mutable holder: the variants of a URL
+are added and dropped in place, each one an immutable Entry.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, final
 
 from edge.cache.freshness import Policy
 from edge.http.fields import Headers
@@ -22,6 +35,7 @@ _NO_TAGS: frozenset[bytes] = frozenset()
 """Shared by the entries without purge tags: an empty frozenset per entry is 216 bytes."""
 
 
+@final
 class Entry:
     """One stored response (RFC 9111 §3)."""
 
@@ -97,11 +111,23 @@ class Entry:
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
 
-    def mark_stale(self) -> None:
-        """Soft purge: the entry stays for stale-if-error and revalidation but is never fresh."""
-        self.fresh_until = float("-inf")
-        for sibling in (self.encodings or {}).values():
-            sibling.fresh_until = float("-inf")
+    def stale_copy(self) -> Entry:
+        """The same response, never fresh again: what a soft purge stores in place of this one.
+
+        It stays for revalidation (its validators) and stale-if-error; its siblings
+        are copied stale too, so no coding of the object is served fresh.
+        """
+        copy = Entry.__new__(Entry)
+        for name in Entry.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy.fresh_until = float("-inf")
+        copy.wire = {}
+        if self.encodings is not None:
+            copy.encodings = {
+                coding: copy if sibling is self else sibling.stale_copy()
+                for coding, sibling in self.encodings.items()
+            }
+        return copy
 
     @property
     def charge(self) -> int:
@@ -111,8 +137,9 @@ class Entry:
         return own
 
 
+@final
 class Variants:
-    """All stored responses for one primary key whose response carried Vary."""
+    """All stored responses for one primary key whose response carried Vary (changed in place)."""
 
     __slots__ = ("by_secondary", "names")
 

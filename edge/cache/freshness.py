@@ -12,7 +12,8 @@ Rules this module guarantees:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+from dataclasses import dataclass, replace
 
 from edge.http.cache_control import INVALID, Directives, parse_cache_control
 from edge.http.dates import parse_http_date
@@ -77,6 +78,30 @@ def freshness_policy(status: int, headers: Headers, date: float) -> Policy:
             lifetime = min(HEURISTIC_CAP, (date - last_modified) * HEURISTIC_FRACTION)
             return Policy(directives, lifetime, False, targeted)
     return Policy(directives, 0.0, False, targeted)
+
+
+class DefaultTtls:
+    """The operator's lifetime for responses that give no explicit freshness, by path glob.
+
+    ``rules`` are ``(glob, seconds)`` pairs in order (the first glob matching the path
+    wins); a response with explicit freshness (a directive or Expires) keeps its own.
+    """
+
+    __slots__ = ("rules",)
+
+    def __init__(self, rules: list[tuple[str, float]]) -> None:
+        self.rules = rules
+
+    def policy(self, status: int, headers: Headers, date: float, target: bytes) -> Policy:
+        """Freshness from the response, or the first matching rule's lifetime when it gives none."""
+        policy = freshness_policy(status, headers, date)
+        if policy.explicit or not self.rules:
+            return policy
+        path = target.split(b"?", 1)[0].decode("latin-1")
+        for glob, seconds in self.rules:
+            if fnmatch.fnmatchcase(path, glob):
+                return replace(policy, lifetime=seconds, explicit=True)
+        return policy
 
 
 def corrected_initial_age(

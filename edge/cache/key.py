@@ -11,8 +11,20 @@ from edge.http.message import Request
 
 
 def primary_key(req: Request) -> bytes:
-    """scheme://host + target. The target is kept as received so distinct queries stay distinct."""
+    """scheme://host + target. The target is kept as received so distinct queries stay distinct.
+
+    The fast hit, the full path, purge and invalidation all key through this module
+    (:func:`url_key` for a URL that is not a request's), so they can never disagree.
+    """
     return req.scheme + b"://" + req.host + req.target
+
+
+def url_key(scheme: bytes, host: bytes, target: bytes) -> bytes:
+    """The key :func:`primary_key` gives a request for ``scheme://host`` + ``target``.
+
+    ``host`` must already be normalised as requests' hosts are (``normalize_host``).
+    """
+    return scheme + b"://" + host + target
 
 
 def vary_names(values: list[bytes]) -> tuple[bytes, ...] | None:

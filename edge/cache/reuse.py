@@ -17,6 +17,35 @@ from edge.http.cache_control import EMPTY, INVALID, Directives, parse_cache_cont
 from edge.http.fields import split_list
 from edge.http.message import Request
 
+FAST_HIT_BLOCKERS = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+    }
+)
+"""Request fields whose rules run only on the full path (``EdgeCore.serve``): the request's
+own directives (RFC 9111 §5.2.1, §5.4), its preconditions (RFC 9110 §13) and ranges
+(RFC 9110 §14). A request carrying any of them never takes the fast hit.
+
+Every request field a rule in ``edge.cache`` or ``edge.core`` reads is listed here, in
+:data:`FAST_HIT_APPLIES` or in :data:`MISS_ONLY_FIELDS`; tests/cache/test_fast_path.py
+fails on a rule that reads a field none of them lists, so a new request rule cannot be
+skipped by the fast hit without anyone deciding so."""
+
+FAST_HIT_APPLIES = frozenset({b"host", b"accept-encoding"})
+"""Request fields the fast hit applies itself: Host is part of the key, Accept-Encoding picks
+the compressed sibling. (The fields a response's Vary names go through the secondary key.)"""
+
+MISS_ONLY_FIELDS = frozenset({b"authorization", b"x-forwarded-proto"})
+"""Request fields read only when a request goes upstream or its response is stored
+(RFC 9111 §3.5 for Authorization; the forwarding fields): a hit never needs them."""
+
 
 class Reuse(enum.Enum):
     FRESH = "fresh"

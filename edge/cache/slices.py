@@ -6,6 +6,8 @@ Rules this module guarantees:
   for the last megabyte of a gigabyte fetches and stores only that megabyte;
 - slice keys carry the meta's random ``token``, so slices of an object that
   changed upstream (new meta) can never be served with the new description;
+  a meta freshened by revalidation (or soft-purged) is a new SliceMeta with the
+  same token, since its slices are still the object's bytes;
 - a slice response is accepted only when its Content-Range is exactly the
   slice asked for, its total length is the meta's and its ETag (when the meta
   has one) is the meta's; anything else means the object changed upstream.
@@ -14,6 +16,7 @@ Rules this module guarantees:
 from __future__ import annotations
 
 import os
+from typing import final
 
 from edge.cache.entry import Entry
 from edge.http.fields import Headers, get_one
@@ -27,17 +30,23 @@ def meta_key(key: bytes) -> bytes:
     return key + META_SUFFIX
 
 
+@final
 class SliceMeta:
     """What is known of a sliced object, and the key of each of its slices."""
 
     __slots__ = ("entry", "length", "slice_size", "token")
 
-    def __init__(self, entry: Entry, length: int, slice_size: int) -> None:
+    def __init__(self, entry: Entry, length: int, slice_size: int, token: bytes | None = None) -> None:
         self.entry = entry
         """Status 200, the object's end-to-end fields (no Content-Range/Length), freshness, tags; no body."""
         self.length = length
         self.slice_size = slice_size
-        self.token = os.urandom(6).hex().encode()
+        self.token = token or os.urandom(6).hex().encode()
+        """Names this object's slices: a changed object gets a new token, a freshened one keeps it."""
+
+    def with_entry(self, entry: Entry) -> SliceMeta:
+        """The same object (same slices) described by ``entry``: after a revalidation or a soft purge."""
+        return SliceMeta(entry, self.length, self.slice_size, self.token)
 
     @property
     def charge(self) -> int:
@@ -66,6 +75,16 @@ class SliceMeta:
             return False
         etag = self.entry.etag
         return etag is None or get_one(fields, b"etag") == etag
+
+
+@final
+class SliceBody:
+    """The bytes of one slice as stored (a type of its own, so no store value is a bare ``bytes``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 def aligned_spec(start: int, slice_size: int) -> tuple[int, bytes]:

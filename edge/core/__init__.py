@@ -1,12 +1,13 @@
-"""The protocol-neutral request handler every adapter calls.
+"""The protocol-neutral request handler every front calls.
 
 It joins the sans-I/O rules in ``edge.cache`` with the I/O of ``edge.upstream``.
-``EdgeCore`` is assembled from one module per concern: ``base`` (shared state
-and response helpers), ``codings`` (compression), ``filling`` (fills,
-collapsing, revalidation), ``slicing`` (large objects) and ``node`` (the hit
-path and the request dispatcher).
+``EdgeCore`` (``node``) is a facade over parts with one concern each: ``gateway``
+(requests upstream), ``respond`` (writing responses), ``forward`` (pass-through),
+``slices`` (large objects), ``fills`` (collapsed fetches), ``codings`` (compression);
+``sink`` is the seam a front implements to receive a response.
 """
 
 from edge.core.node import EdgeCore
+from edge.core.sink import ResponseSink
 
-__all__ = ["EdgeCore"]
+__all__ = ["EdgeCore", "ResponseSink"]

@@ -15,8 +15,8 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from edge.cache.encoded import encoded_sibling
-from edge.cache.entry import Entry, Variants
-from edge.cache.store import Store
+from edge.cache.entry import Entry
+from edge.cache.memory import MemoryTier
 from edge.codecs import compress
 from edge.config import Config
 from edge.http.accept_encoding import normalise_for_key
@@ -32,8 +32,8 @@ log = logging.getLogger("edge.core")
 class Compressor:
     """Chooses and produces the encoded siblings of stored entries."""
 
-    def __init__(self, config: Config, store: Store) -> None:
-        self.store = store
+    def __init__(self, config: Config, memory: MemoryTier) -> None:
+        self.memory = memory
         self.codings = config.codings()
         self.levels = {b"br": config.brotli_level, b"zstd": config.zstd_level, b"gzip": config.gzip_level}
         self._coding_choice: dict[bytes | None, bytes] = {}
@@ -108,13 +108,7 @@ class Compressor:
         entry.encodings[coding] = (
             entry if len(data) >= len(entry.body) else encoded_sibling(entry, coding, data)
         )
-        current = self.store.peek(entry.key)
-        holds = current is entry or (type(current) is Variants and entry in current.by_secondary.values())
-        if holds:
-            try:
-                self.store.put(entry.key, current, current.charge)
-            except ValueError:
-                self.store.pop(entry.key, None)
+        self.memory.recharge(entry)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

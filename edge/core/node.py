@@ -1,102 +1,234 @@
-"""The protocol-neutral request handler every adapter calls.
+"""The protocol-neutral request handler every front calls, and the node's operations API.
 
-It joins the sans-I/O rules in ``edge.cache`` with the I/O of
-``edge.upstream``: look up, serve a hit, or join/start the one fill for a key.
+``EdgeCore`` is a thin facade over parts that each own their state:
+
+- ``MemoryTier`` (``edge.cache.memory``): what is stored under which key;
+- ``Gateway``: the requests sent upstream and their fields;
+- ``Responder``: writing stored entries, ranges, 304s, relayed answers, errors;
+- ``Forwarder``: pass-through for what the cache does not answer;
+- ``Slices``: large objects as slices fetched with Range;
+- ``Fills``: the one upstream fetch per key that every waiting client tails;
+- ``Compressor``: the compressed siblings of stored entries.
+
+It decides which part answers a request (:meth:`EdgeCore.serve`) and answers a fresh
+hit itself (:meth:`EdgeCore.fresh_hit`). Operators and the admin API reach it through
+:meth:`EdgeCore.purge` and :meth:`EdgeCore.stats`, never through the parts.
 
 Guarantees:
-- a fresh hit is answered synchronously through :meth:`EdgeCore.fresh_hit`
-  (no await, no per-request framework objects);
-- concurrent misses for one key make one upstream request; when the response
-  turns out not storable or its Vary does not match, the others go upstream
-  on their own, and the key is remembered as pass for ``pass_ttl`` seconds;
-- a stale entry is revalidated with its validators; a 304 freshens it and
-  its stored body is served; stale content is served only where
-  ``edge.cache.stale`` allows (stale-while-revalidate, stale-if-error, grace);
-- a body is stored only when it arrived whole; a truncated upstream body
-  aborts the client connections instead of ending them cleanly;
-- upstream failures become 502 (unreachable, broken) or 504 (timeout).
+- a fresh hit is answered synchronously through :meth:`EdgeCore.fresh_hit` (no await,
+  no per-request framework objects); a request carrying a field whose rule only the
+  full path applies (``edge.cache.reuse.FAST_HIT_BLOCKERS``) never takes it;
+- concurrent misses for one key make one upstream request (see ``edge.core.fills``);
+- a stale entry is served only where ``edge.cache.reuse`` / ``edge.cache.stale`` allow;
+- a purge reaches fills already under way: they finish for their readers, store nothing.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable
+
 from edge.cache import stale as stale_rules
+from edge.cache.admission import AdmissionRules
 from edge.cache.entry import Entry, Variants
+from edge.cache.freshness import DefaultTtls
 from edge.cache.key import primary_key, secondary_key
-from edge.cache.reuse import Reuse, decide_reuse, request_directives
-from edge.cache.slices import meta_key
-from edge.core.base import GET, HEAD, NEVER, SLOW_PATH_FIELDS
+from edge.cache.memory import MemoryTier
+from edge.cache.purge import PurgeKind, purge
+from edge.cache.reuse import FAST_HIT_BLOCKERS, Reuse, decide_reuse, request_directives
+from edge.cache.status import Fwd, cache_name
+from edge.cache.store import Store, make_store
+from edge.config import Config, parse_ttl_rules
+from edge.core.codings import Compressor
+from edge.core.fills import Fills
+from edge.core.forward import Forwarder
+from edge.core.gateway import Gateway
+from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
-from edge.core.slicing import SliceMixin
+from edge.core.slices import Slices
+from edge.http.fields import Headers
 from edge.http.message import Request
+from edge.upstream.client import UpstreamPool
+
+__all__ = ["EdgeCore"]
+
+GET, HEAD = b"GET", b"HEAD"
+NEVER = float("-inf")
 
 
-class EdgeCore(SliceMixin):
-    """One node's cache and upstream, shared by every protocol adapter."""
+def _ttl(entry: Entry, now: float) -> int | None:
+    """Seconds of freshness left for Cache-Status (none for an entry that is never fresh)."""
+    return None if entry.fresh_until == NEVER else int(entry.fresh_until - now)
 
+
+class EdgeCore:
+    """One node's cache and upstream, shared by every protocol front."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store | None = None,
+        pool: UpstreamPool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store = store if store is not None else make_store(config.cache_size)
+        """The LRU itself: its counters and size (the parts go through ``memory``)."""
+        self.memory = MemoryTier(self.store)
+        self._lookup = self.memory.lookup
+        self.hit_fields: Headers = [(b"X-Cache", b"HIT")]
+        """Fields every fresh hit carries besides Age and Cache-Status (see :meth:`hit_status`)."""
+        ttls = DefaultTtls(parse_ttl_rules(config.default_ttl))
+        self.compressor = Compressor(config, self.memory)
+        self.gateway = Gateway(config, pool)
+        self.responder = Responder(
+            cache_name(config.name), b"1.1 " + config.name.encode(), self.compressor, clock
+        )
+        self.forwarder = Forwarder(self.gateway, self.responder, self.memory)
+        self.slices = Slices(config, self.memory, self.gateway, self.responder, ttls, clock)
+        rules = AdmissionRules(
+            max_object_size=config.max_object_size,
+            slice_size=config.slice_size,
+            compress=bool(self.compressor.codings),
+            compress_min_size=config.compress_min_size,
+            stale_grace=config.stale_grace,
+            ttls=ttls,
+        )
+        self.fills = Fills(
+            config, self.memory, self.gateway, self.responder, self.forwarder, self.slices, rules, clock
+        )
+
+    # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
         """The entry to send as is, or None when :meth:`serve` must decide. Never awaits."""
         method = req.method
-        if (method != GET and method != HEAD) or not req.fields.keys().isdisjoint(SLOW_PATH_FIELDS):
+        if (method != GET and method != HEAD) or not req.fields.keys().isdisjoint(FAST_HIT_BLOCKERS):
             return None
-        obj = self.store.get(req.scheme + b"://" + req.host + req.target)
-        if obj is None:
+        found = self._lookup(primary_key(req))
+        if found is None:
             return None
-        if type(obj) is Variants:
-            obj = obj.by_secondary.get(secondary_key(req, obj.names))
-            if obj is None:
+        if type(found) is Variants:
+            entry = found.by_secondary.get(secondary_key(req, found.names))
+            if entry is None:
                 return None
-        entry: Entry = obj
+        else:
+            entry = found
         if now >= entry.fresh_until:
             return None
         if entry.encodings is not None:
             return self.compressor.representation(entry, req)
         return entry
 
+    def hit_status(self, ttl: int) -> bytes:
+        """Cache-Status value of a fresh hit with ``ttl`` seconds of freshness left."""
+        return bytes(self.responder.hit(ttl))
+
+    # -- every other request -------------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:
         """Answer ``req`` on ``sink``: hit, stale, revalidation, collapsed fill or pass."""
         if req.method not in (GET, HEAD):
-            await self._forward(req, sink, b"fwd=request")
+            await self.forwarder.forward(req, sink, b"request")
             return
         now = self.clock()
         key = primary_key(req)
         request_cc = request_directives(req)
-        entry, has_variants = self._lookup(req, key)
+        entry, has_variants = self.memory.response(req, key)
+        respond = self.responder
         if entry is not None:
             reuse = decide_reuse(entry, request_cc, now)
-            ttl = b"; ttl=%d" % int(entry.fresh_until - now) if entry.fresh_until != NEVER else b""
+            ttl = _ttl(entry, now)
             if reuse is not Reuse.VALIDATE:  # fresh, or stale within the request's max-stale
-                await self._send_entry(req, sink, entry, now, self.name + b"; hit" + ttl)
+                await respond.send_entry(req, sink, entry, now, respond.hit(ttl))
                 return
             if stale_rules.while_revalidate(entry, request_cc, now):
-                self._refresh_in_background(req, key, entry)
-                status = self.name + b"; hit" + ttl + b"; detail=stale-while-revalidate"
-                await self._send_entry(req, sink, entry, now, status)
+                self.fills.refresh_in_background(req, key, entry)
+                await respond.send_entry(req, sink, entry, now, respond.hit(ttl, b"stale-while-revalidate"))
                 return
         elif not has_variants:
-            meta = self.store.get(meta_key(key))
+            meta = self.memory.sliced(key)
             if meta is not None:
                 if decide_reuse(meta.entry, request_cc, now) is not Reuse.VALIDATE:
-                    status = self.name + b"; hit; ttl=%d" % int(meta.entry.fresh_until - now)
-                    await self._send_sliced(req, sink, meta, now, status)
+                    status = respond.hit(_ttl(meta.entry, now))
+                    await self.slices.send(req, sink, meta, now, status)
                     return
-                if b"only-if-cached" not in request_cc and await self._revalidate_slices(req, meta):
+                fresh = None if b"only-if-cached" in request_cc else await self.slices.revalidate(req, meta)
+                if fresh is not None:
                     asked = b"no-cache" in request_cc or b"max-age" in request_cc
-                    status = self.name + (b"; fwd=request" if asked else b"; fwd=stale") + b"; fwd-status=304"
-                    await self._send_sliced(req, sink, meta, self.clock(), status)
+                    status = respond.forwarded(b"request" if asked else b"stale", 304)
+                    await self.slices.send(req, sink, fresh, self.clock(), status)
                     return
-                self.store.pop(meta_key(key), None)  # changed or unknown: slices are fetched afresh
+                self.memory.drop_sliced(key)  # changed or unknown: slices are fetched afresh
         if b"only-if-cached" in request_cc:
-            await self._send_error(sink, req, 504, b"fwd=miss; detail=only-if-cached", "not in cache")
+            status = respond.forwarded(b"miss", detail=b"only-if-cached")
+            await respond.send_error(sink, req, 504, status, "not in cache")
             return
-        if entry is None and req.method == GET and b"range" in req.fields and key not in self.unsliceable:
-            await self._range_miss(req, sink, key, b"fwd=uri-miss")
+        if (
+            entry is None
+            and req.method == GET
+            and b"range" in req.fields
+            and key not in self.slices.unsliceable
+        ):
+            await self._range_miss(req, sink, key)
             return
+        fwd: Fwd
         if entry is not None:
             asked = b"no-cache" in request_cc or b"max-age" in request_cc or b"min-fresh" in request_cc
-            fwd = b"fwd=request" if asked else b"fwd=stale"
+            fwd = b"request" if asked else b"stale"
         else:
-            fwd = b"fwd=vary-miss" if has_variants else b"fwd=uri-miss"
-            if key in self.pass_keys:
-                await self._forward(req, sink, fwd + b"; detail=pass")
+            fwd = b"vary-miss" if has_variants else b"uri-miss"
+            if key in self.fills.pass_keys:
+                await self.forwarder.forward(req, sink, fwd, b"pass")
                 return
-        await self._via_fill(req, sink, key, fwd, entry, request_cc)
+        await self.fills.serve(req, sink, key, fwd, entry, request_cc)
+
+    async def _range_miss(self, req: Request, sink: ResponseSink, key: bytes) -> None:
+        """A Range request for an object not in cache: one slice-sized upstream request."""
+        adopted = await self.slices.range_miss(req, sink, key, b"uri-miss")
+        if adopted is None:
+            return
+        # The upstream ignores ranges and sent the whole 200: that becomes the key's fill
+        # (the range is cut from it as it streams), unless a fill is already under way.
+        if key in self.fills.in_flight:
+            await self.responder.relay(req, sink, adopted[0], b"uri-miss")
+        else:
+            await self.fills.serve_adopted(req, sink, key, adopted, b"uri-miss", request_directives(req))
+
+    # -- operations ----------------------------------------------------------------------
+    def purge(self, kind: PurgeKind, target: str = "", *, soft: bool = False) -> int:
+        """Purge by URL, prefix, tag or everything; how many stored responses were purged.
+
+        Raises ``edge.cache.purge.PurgeError`` for a target the cache could not hold.
+        Fills under way when the purge runs finish for their readers but store nothing.
+        """
+        purged = purge(self.memory, kind, target, soft=soft)
+        self.fills.discard_in_flight()
+        return purged
+
+    def stats(self) -> dict[str, int]:
+        """The node's counters: store, fills, upstream requests, hit-for-pass keys."""
+        store = self.store
+        counters = store.stats()
+        return {
+            "entries": len(store),
+            "bytes": store.total_charge,
+            "capacity": store.capacity,
+            "hits": counters["hits"],
+            "misses": counters["misses"],
+            "inserts": counters["inserts"],
+            "evictions": counters["evictions"],
+            "fills_in_flight": len(self.fills),
+            "upstream_requests": self.gateway.requests,
+            "hit_for_pass_keys": len(self.fills.pass_keys),
+        }
+
+    @property
+    def compressions(self) -> Counter[bytes]:
+        """How many times each coding was produced (see :class:`Compressor`)."""
+        return self.compressor.counts
+
+    async def aclose(self) -> None:
+        await self.fills.aclose()
+        self.gateway.close()
+        self.compressor.close()

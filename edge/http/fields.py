@@ -98,3 +98,21 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
     """Drop hop-by-hop fields and any field the Connection header names."""
     named = connection_tokens(headers)
     return [(k, v) for k, v in headers if (lk := k.lower()) not in HOP_BY_HOP and lk not in named]
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The body length a message's Content-Length declares (RFC 9112 §6.3), or None.
+
+    None when Transfer-Encoding is present, when there is no Content-Length, when the
+    Content-Length lines disagree or when the value is not a number.
+    """
+    if get_one(headers, b"transfer-encoding") is not None:
+        return None
+    values = get_all(headers, b"content-length")
+    if not values:
+        return None
+    distinct = {v.strip() for value in values for v in value.split(b",")}
+    if len(distinct) != 1:
+        return None
+    raw = distinct.pop()
+    return int(raw) if raw.isdigit() else None

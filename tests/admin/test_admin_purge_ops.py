@@ -1,4 +1,8 @@
-"""edge.cache.purge without sockets: URL keys, variants, prefixes, tags, soft purges, both stores."""
+"""edge.cache.purge without sockets: URL keys, variants, prefixes, tags, soft purges, both stores.
+
+The purge functions act on a ``MemoryTier``; these tests hand them one over each store
+implementation and check the store itself afterwards.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.cache import purge as cache_purge
 from edge.cache.entry import Entry, Variants
 from edge.cache.freshness import freshness_policy
-from edge.cache.purge import PurgeError, purge_all, purge_prefix, purge_tag, purge_url, url_keys
+from edge.cache.memory import MemoryTier
+from edge.cache.purge import PurgeError, url_keys
 from edge.cache.store import PyLRU, Store, make_store
 
 NOW = 1_700_000_000.0
@@ -36,6 +42,22 @@ def put_variants(store: Store, key: bytes, tags_by_variant: dict[bytes, str]) ->
         variants.by_secondary[secondary] = entry(key, tags)
     store.put(key, variants, variants.charge)
     return variants
+
+
+def purge_url(store: Store, url: str, *, soft: bool = False) -> int:
+    return cache_purge.purge_url(MemoryTier(store), url, soft=soft)
+
+
+def purge_prefix(store: Store, prefix: str, *, soft: bool = False) -> int:
+    return cache_purge.purge_prefix(MemoryTier(store), prefix, soft=soft)
+
+
+def purge_tag(store: Store, tag: str, *, soft: bool = False) -> int:
+    return cache_purge.purge_tag(MemoryTier(store), tag, soft=soft)
+
+
+def purge_all(store: Store, *, soft: bool = False) -> int:
+    return cache_purge.purge_all(MemoryTier(store), soft=soft)
 
 
 @pytest.fixture(params=["native", "python"])
@@ -147,7 +169,27 @@ def test_soft_purge_prefix(store: Store) -> None:
     b = put(store, b"http://example.com/b")
     assert purge_prefix(store, "http://example.com/assets/", soft=True) == 1
     assert len(store) == 2
-    assert not a.is_fresh(NOW) and b.is_fresh(NOW)
+    kept = store.peek(a.key)
+    assert kept is not a and kept.body == a.body and not kept.is_fresh(NOW)
+    assert a.is_fresh(NOW), "a stored entry never changes: the soft purge stored a stale copy"
+    assert store.peek(b.key) is b and b.is_fresh(NOW)
+
+
+def test_soft_purge_keeps_the_charge_and_the_siblings_stale(store: Store) -> None:
+    a = entry(b"http://example.com/a.js")
+    a.encodings = {}
+    a.encodings[b"br"] = sibling = Entry(
+        a.key, 200, b"OK", [*a.headers, (b"Content-Encoding", b"br")], b"z", a.policy, NOW, 0.0
+    )
+    a.encodings[b"gzip"] = a  # a coding that did not shrink the body: the entry itself
+    store.put(a.key, a, a.charge)
+    charge = store.total_charge
+    assert purge_url(store, "http://example.com/a.js", soft=True) == 1
+    kept = store.peek(a.key)
+    assert store.total_charge == charge
+    assert kept.encodings is not None and kept.encodings[b"gzip"] is kept
+    assert not kept.is_fresh(NOW) and not kept.encodings[b"br"].is_fresh(NOW)
+    assert sibling.is_fresh(NOW)
 
 
 def test_purge_tag_from_surrogate_key_and_cache_tag(store: Store) -> None:

@@ -1,0 +1,65 @@
+"""Requests the cache does not answer: sent upstream as they are, the answer relayed, nothing stored.
+
+Guarantees:
+- the request goes upstream with its body (fields as ``Gateway.fields_for`` builds them)
+  and the answer is relayed whatever its status, 1xx included;
+- after a successful unsafe method (RFC 9111 §4.4) the target URL, and the same-origin
+  Location / Content-Location of the answer, are dropped from the cache.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from edge.cache.key import primary_key, url_key
+from edge.cache.memory import MemoryTier
+from edge.cache.status import Fwd
+from edge.core.gateway import Gateway
+from edge.core.respond import Responder
+from edge.core.sink import ResponseSink
+from edge.http.fields import Headers, get_one
+from edge.http.message import Request
+from edge.upstream.client import UpstreamError
+
+__all__ = ["SAFE_METHODS", "Forwarder"]
+
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+class Forwarder:
+    """Pass-through: one request, one upstream request, no cache."""
+
+    def __init__(self, gateway: Gateway, responder: Responder, memory: MemoryTier) -> None:
+        self.gateway = gateway
+        self.responder = responder
+        self.memory = memory
+
+    async def forward(self, req: Request, sink: ResponseSink, fwd: Fwd, detail: bytes | None = None) -> None:
+        """Send ``req`` upstream as is and relay the answer."""
+        headers = self.gateway.fields_for(req)
+        try:
+            resp = await self.gateway.request(
+                req.method, req.target, headers, req.body, on_interim=sink.interim
+            )
+        except UpstreamError as exc:
+            await self.responder.send_upstream_error(sink, req, fwd, exc)
+            return
+        await self.responder.relay(req, sink, resp, fwd, detail)
+        if req.method not in SAFE_METHODS and 200 <= resp.status < 400:
+            self._invalidate_after_unsafe(req, resp.headers)
+
+    def _invalidate_after_unsafe(self, req: Request, headers: Headers) -> None:
+        self.memory.drop_response(primary_key(req))
+        for name in (b"location", b"content-location"):
+            value = get_one(headers, name)
+            if not value:
+                continue
+            parts = urlsplit(value.decode("latin-1"))
+            if parts.netloc and parts.netloc.lower().encode() != req.host:
+                continue
+            if parts.scheme and parts.scheme.encode() != req.scheme:
+                continue
+            if not parts.path.startswith("/"):
+                continue
+            target = parts.path + ("?" + parts.query if parts.query else "")
+            self.memory.drop_response(url_key(req.scheme, req.host, target.encode("latin-1")))
