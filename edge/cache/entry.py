@@ -133,7 +133,8 @@ class Entry:
     def charge(self) -> int:
         own = len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
         if self.encodings:
-            own += sum(sibling.charge for sibling in self.encodings.values())
+            # A coding that did not shrink the body maps to the entry itself: no second copy.
+            own += sum(sibling.charge for sibling in self.encodings.values() if sibling is not self)
         return own
 
 
