@@ -1,9 +1,11 @@
 """The ASGI adapter Hypercorn runs for HTTP/2 and HTTP/1.1 over TLS.
 
-It only translates: an ASGI ``http`` scope becomes one :class:`Request`, a
-fresh hit is answered straight from the entry (head memoised per entry and
-second, body sent as the stored ``bytes`` so Hypercorn does not copy it), and
-everything else goes to :meth:`EdgeCore.serve` through :class:`ASGISink`.
+It only translates: an ASGI ``http`` scope becomes one :class:`Request`, built and
+checked by :mod:`edge.fronts.request` like every front's (414, 431, 413, 405, 400 with
+the same text), a fresh hit is answered straight from the entry (head memoised per
+entry and second, :class:`edge.fronts.hit.FieldHitHead`; body sent as the stored
+``bytes`` so Hypercorn does not copy it), and everything else goes to
+:meth:`EdgeCore.serve` through :class:`ASGISink`.
 
 Why a sink that buffers the head: the core's sink calls ``start`` and ``end``
 synchronously while ASGI's ``send`` is a coroutine, so the head leaves with
@@ -26,15 +28,15 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
+from edge.fronts.hit import FieldHitHead, lower_fields
+from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
-from edge.http.message import Request, fields_of, normalize_host, valid_authority
+from edge.http.message import NO_BODY_STATUSES, Request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class BodyAborted(Exception):
@@ -47,6 +49,7 @@ class EdgeASGI:
     def __init__(self, core: EdgeCore, config: Config) -> None:
         self.core = core
         self.clock = core.clock
+        self.rules = RequestRules(config, b"https")
         self.max_body = config.max_request_body
         lower = [(k.lower(), v) for k, v in core.hit_fields]
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
@@ -66,29 +69,30 @@ class EdgeASGI:
                     return
 
     def request_of(self, scope: Scope) -> Request:
+        """The scope's request, checked as every front checks one; raises :class:`Refusal`.
+
+        Hypercorn hands HTTP/2's ``:authority`` over as the first field, ``host``.
+        """
         headers: Headers = [(bytes(k), bytes(v)) for k, v in scope["headers"]]
-        fields = fields_of(headers)
         query = scope.get("query_string") or b""
         target = scope.get("raw_path") or scope["path"].encode()
         if query:
             target += b"?" + query
         client = scope.get("client")
-        return Request(
+        return self.rules.from_pseudo(
             scope["method"].encode(),
             target,
+            None,
             headers,
-            fields,
-            scheme=b"https",
-            host=normalize_host(fields.get(b"host", b""), b"https"),
-            client=client[0] if client else "",
-            http_version=scope.get("http_version", "2"),
+            client[0] if client else "",
+            scope.get("http_version", "2"),
         )
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        req = self.request_of(scope)
-        if not valid_authority(req.fields.get(b"host", b"")):
-            # The key joins host and path: "example.com/foo" must not alias another URL.
-            await _send_simple(send, 400, b"400 Bad Request: invalid Host\n")
+        try:
+            req = self.request_of(scope)
+        except Refusal as refusal:
+            await self.refuse(refusal, scope["method"] == "HEAD", _has_body(scope), receive, send)
             return
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
@@ -102,16 +106,9 @@ class EdgeASGI:
         await sink.finish()
 
     async def read_body(self, req: Request, receive: Receive, send: Send) -> bool:
-        """Buffer the request body (bounded); False when a 413 was sent instead.
-
-        An oversized body is still read to its end (and dropped) before the 413:
-        Hypercorn's HTTP/2 drops the whole connection on DATA for a stream the
-        app already answered (pgjones/hypercorn#329, fix pending in #334).
-        """
-        length = req.fields.get(b"content-length")
-        if req.method in (b"GET", b"HEAD") and length is None:
+        """Buffer the request body (bounded); False when a 413 was sent instead."""
+        if req.method in (b"GET", b"HEAD") and b"content-length" not in req.fields:
             return True  # nothing to read; do not wait for the end-of-body message
-        too_large = length is not None and length.isdigit() and int(length) > self.max_body
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -121,39 +118,54 @@ class EdgeASGI:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_body:
-                too_large = True
-            if body and not too_large:
+                more = bool(message.get("more_body", False))
+                await self.refuse(body_too_large(), req.method == b"HEAD", more, receive, send)
+                return False
+            if body:
                 chunks.append(body)
             if not message.get("more_body", False):
                 break
-        if too_large:
-            await _send_simple(send, 413, b"413 Payload Too Large: request body too large\n")
-            return False
         req.body = b"".join(chunks)
         return True
 
+    async def refuse(self, refusal: Refusal, head: bool, body: bool, receive: Receive, send: Send) -> None:
+        """Answer a request the core never sees with its refusal's text (no body to HEAD).
+
+        A request body still on its way is read to its end (and dropped) first:
+        Hypercorn's HTTP/2 drops the whole connection on DATA for a stream the
+        app already answered (pgjones/hypercorn#329, fix pending in #334).
+        """
+        if body:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                if not message.get("more_body", False):
+                    break
+        text = refusal.body
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text))]
+        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else text, "more_body": False})
+
     async def send_hit(self, entry: Entry, req: Request, now: float, send: Send) -> None:
         age = entry.age(now)
-        wire = entry.wire.get("asgi")
-        if wire is None:
-            prefix = [(k.lower(), v) for k, v in entry.headers]
-            if entry.status not in NO_BODY_STATUSES and entry.status >= 200:
-                prefix.append((b"content-length", b"%d" % len(entry.body)))
-            wire = entry.wire["asgi"] = [prefix + self.hit_fields, -1, []]
-        if wire[1] != age:
+        memo: FieldHitHead | None = entry.wire.get("asgi")
+        if memo is None:
+            fields = lower_fields(entry.headers)
+            memo = entry.wire["asgi"] = FieldHitHead(entry, fields, self.hit_fields, status_field=False)
+        if memo.age != age:
             # Age and Cache-Status's ttl change once a second: rebuild the list then, not per hit.
-            status = self.core.hit_status(int(entry.fresh_until - now))
-            wire[2] = [*wire[0], (b"age", b"%d" % age), (b"cache-status", status)]
-            wire[1] = age
-        await send({"type": "http.response.start", "status": entry.status, "headers": wire[2]})
+            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
+        await send({"type": "http.response.start", "status": entry.status, "headers": memo.head})
         body = entry.body if req.method != b"HEAD" else b""
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _send_simple(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+def _has_body(scope: Scope) -> bool:
+    """Whether a request may still be sending a body the adapter has to read (see ``refuse``)."""
+    if scope["method"] not in ("GET", "HEAD"):
+        return True
+    return any(bytes(name).lower() == b"content-length" for name, _ in scope["headers"])
 
 
 class ASGISink:

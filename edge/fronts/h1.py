@@ -1,14 +1,18 @@
 """The cleartext HTTP/1.1 fast front: an asyncio protocol on uvloop parsing with httptools.
 
-Why it exists: Hypercorn's h11 front caps a node at a fraction of nginx
-(DESIGN.md). This protocol answers fresh hits inside the parser callback with
-one ``transport.write`` of a head prepared once per entry and second, and hands
-everything else to :meth:`EdgeCore.serve` through :class:`H1Sink`.
+Why it exists: Hypercorn's h11 front caps a node at a fraction of nginx; this one
+answers a 1 KiB hit level with nginx's proxy_cache (docs/architecture.md,
+"Measurements"). It answers fresh hits inside the parser callback with one
+``transport.write`` of a head prepared once per entry and second
+(:class:`edge.fronts.hit.WireHitHead`), and hands everything else to
+:meth:`EdgeCore.serve` through :class:`H1Sink`.
 
 Guarantees:
 - responses leave in request order, also when pipelined requests mix hits and misses;
-- request line, header block, header count and body are bounded (414, 431, 413)
-  and a malformed request gets 400 with a reason and a closed connection;
+- request target, header block, header count and body are bounded (414, 431, 413) as
+  the bytes arrive, by the limits and refusals of :mod:`edge.fronts.request`, whose
+  ``finish`` builds every request; a malformed request gets 400 with a reason, and every
+  refusal a closed connection;
 - a body that cannot be completed closes the connection (never a clean short message).
 """
 
@@ -17,17 +21,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from http import HTTPStatus
 from typing import cast
 
 import httptools
 
-from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
+from edge.fronts.hit import WireHitHead
+from edge.fronts.request import (
+    Refusal,
+    RequestRules,
+    block_size,
+    block_too_large,
+    body_too_large,
+    combine_repeated,
+    target_too_long,
+    too_many_fields,
+)
 from edge.http.fields import Headers, is_token
-from edge.http.message import Request, fields_of, normalize_host, valid_authority
+from edge.http.message import Request, reason_phrase
 
 LLHTTP_METHODS = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH "
@@ -42,36 +55,6 @@ MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
 
 
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Unknown"
-
-
-_HOSTS: dict[bytes, bytes] = {}
-"""Raw Host value → normalised; a node sees few distinct hosts, so this stays small."""
-
-
-_HTTPS_HOSTS: dict[bytes, bytes] = {}
-"""The same for connections over TLS (the default port there is 443)."""
-
-
-def _normal_host(host: bytes, hosts: dict[bytes, bytes] = _HOSTS) -> bytes:
-    normal = normalize_host(host, b"http" if hosts is _HOSTS else b"https")
-    if len(hosts) >= 4096:
-        hosts.clear()
-    hosts[host] = normal
-    return normal
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
-        self.why = why
-
-
 class H1Protocol(asyncio.Protocol):
     """One client connection."""
 
@@ -79,12 +62,13 @@ class H1Protocol(asyncio.Protocol):
         self.core = core
         self.scheme = scheme
         """b"https" when the TLS front hands over a connection whose ALPN chose http/1.1."""
-        self.hosts = _HOSTS if scheme == b"http" else _HTTPS_HOSTS
+        rules = RequestRules(config, scheme)
+        self.finish = rules.finish
         self.clock = core.clock
-        self.max_line = config.max_request_line
-        self.max_head = config.max_header_bytes + config.max_request_line
-        self.max_count = config.max_header_count
-        self.max_body = config.max_request_body
+        self.max_line = rules.max_target
+        self.max_head = rules.max_block
+        self.max_count = rules.max_count
+        self.max_body = rules.max_body
         self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
         self.extra_fields = b"Alt-Svc: %s\r\n" % config.alt_svc.encode() if config.alt_svc else b""
         """Fields every response on this listener carries (Alt-Svc advertising HTTP/3)."""
@@ -183,28 +167,28 @@ class H1Protocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             reject = exc.__context__
-            if isinstance(reject, _Reject):
-                self._reject(reject.status, reject.why)
+            if isinstance(reject, Refusal):
+                self._reject(reject)
             else:
                 log.error("request handling failed", exc_info=reject)
-                self._reject(500, "internal error")
+                self._reject(Refusal(500, "internal error"))
             return
         except httptools.HttpParserInvalidMethodError:
             first = data.split(b" ", 1)[0]
             if is_token(first) and first.isupper():
-                self._reject(501, "method not implemented")
+                self._reject(Refusal(501, "method not implemented"))
             else:
-                self._reject(400, "invalid request method")
+                self._reject(Refusal(400, "invalid request method"))
             return
         except httptools.HttpParserInvalidURLError:
-            self._reject(400, "invalid request target")
+            self._reject(Refusal(400, "invalid request target"))
             return
         except httptools.HttpParserUpgrade:
             # Upgrade is hop-by-hop and not offered: the request was taken as plain
             # HTTP and llhttp resumes parsing after it. CONNECT is refused earlier.
             pass
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed request: {exc}")
+            self._reject(Refusal(400, f"malformed request: {exc}"))
             return
         if self.in_head and not self.at_boundary and not self.closing:
             # This chunk ends inside a head. If the same head was already open when the
@@ -213,7 +197,7 @@ class H1Protocol(asyncio.Protocol):
             if mid_head and self.messages_begun == begun:
                 self.head_bytes += len(data)
                 if self.head_bytes > self.max_head:
-                    self._reject(431, "request header block too large")
+                    self._reject(block_too_large())
             else:
                 self.head_bytes = 0
 
@@ -226,12 +210,12 @@ class H1Protocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.max_line:
-            raise _Reject(414, "request target too long")
+            raise target_too_long()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         if len(self.headers) > self.max_count:
-            raise _Reject(431, "too many header fields")
+            raise too_many_fields()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -239,73 +223,53 @@ class H1Protocol(asyncio.Protocol):
         headers = self.headers
         fields = {name.lower(): value for name, value in headers}
         if len(fields) != len(headers):
-            # Repeated fields: rare, so checked after the fact.
-            if sum(1 for name, _ in headers if name.lower() == b"host") > 1:
-                raise _Reject(400, "more than one Host field")
-            fields = fields_of(headers)
-        if self.head_bytes + self.chunk_size > self.max_head:
-            # Only a head that could be too large is measured field by field.
-            size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in headers)
-            if size > self.max_head:
-                raise _Reject(431, "request header block too large")
+            fields = combine_repeated(headers)  # repeated fields: rare, so checked after the fact
+        # Only a head that could be too large is measured field by field.
+        if (
+            self.head_bytes + self.chunk_size > self.max_head
+            and block_size(self.url, headers) > self.max_head
+        ):
+            raise block_too_large()
         method = parser.get_method()
         if self.method_override:
             method, self.method_override = self.method_override, b""
-        if method == b"CONNECT":
-            raise _Reject(405, "CONNECT is not supported: this is a cache, not a tunnel")
         version = parser.get_http_version()
         target = self.url
         host = fields.get(b"host")
-        if target[:1] != b"/":
+        if target[:1] != b"/" and method != b"CONNECT":  # CONNECT: refused by finish()
             if target == b"*" and method == b"OPTIONS":
                 pass
             else:
                 try:
                     parsed = httptools.parse_url(target)
                 except httptools.HttpParserInvalidURLError:
-                    raise _Reject(400, "invalid request target") from None
+                    raise Refusal(400, "invalid request target") from None
                 if not parsed.host:
-                    raise _Reject(400, "invalid request target")
+                    raise Refusal(400, "invalid request target")
                 host = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
                 target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
                 # RFC 9112 §3.2.2: the target's authority replaces any Host field, upstream too.
                 headers = [(k, v) for k, v in headers if k.lower() != b"host"]
                 headers.insert(0, (b"Host", host))
                 fields[b"host"] = host
-        if host is None:
-            if version != "1.0":
-                raise _Reject(400, "missing Host field")
-            host = b""
-        elif host not in self.hosts and not valid_authority(host):
-            raise _Reject(400, "invalid Host field")
-        content_length = fields.get(b"content-length")
-        if content_length is not None and content_length.isdigit():
-            if int(content_length) > self.max_body:
-                raise _Reject(413, "request body too large")
-            if (
-                fields.get(b"expect", b"").lower() == b"100-continue"
-                and version == "1.1"
-                and self.active is None
-                and not self.queue
-                and self.transport
-            ):
-                # Only when no earlier response is still being written: never inside another body.
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.request = Request(
-            method,
-            target,
-            headers,
-            fields,
-            scheme=self.scheme,
-            host=self.hosts.get(host) or _normal_host(host, self.hosts),
-            client=self.client,
-            http_version=version,
-        )
+        self.request = self.finish(method, target, headers, fields, host, self.client, version)
+        expect = fields.get(b"expect")
+        if (
+            expect is not None
+            and expect.lower() == b"100-continue"
+            and version == "1.1"
+            and fields.get(b"content-length", b"").isdigit()
+            and self.active is None
+            and not self.queue
+            and self.transport
+        ):
+            # Only when no earlier response is still being written: never inside another body.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.max_body:
-            raise _Reject(413, "request body too large")
+            raise body_too_large()
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -333,19 +297,17 @@ class H1Protocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         age = int(entry.corrected_initial_age + (now - entry.response_time))
-        wire = entry.wire.get("h1")
-        if wire is None:
-            wire = entry.wire["h1"] = [self._hit_prefix(entry), -1, b""]
-        if wire[1] != age:
+        memo: WireHitHead | None = entry.wire.get("h1")
+        if memo is None:
+            memo = entry.wire["h1"] = WireHitHead(entry, self.hit_fields + self.extra_fields)
+        if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
-            status = self.core.hit_status(int(entry.fresh_until - now))
-            wire[2] = wire[0] + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (age, status)
-            wire[1] = age
+            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
         if keep_alive and req.http_version == "1.1":
-            head = wire[2]
+            head = memo.head
         else:
             connection = b"keep-alive" if keep_alive else b"close"
-            head = wire[2][:-2] + b"Connection: %s\r\n\r\n" % connection
+            head = memo.head[:-2] + b"Connection: %s\r\n\r\n" % connection
         body = entry.body
         if req.method == b"HEAD" or not body:
             transport.write(head)
@@ -357,16 +319,6 @@ class H1Protocol(asyncio.Protocol):
             self.closing = True
             transport.close()
         return True
-
-    def _hit_prefix(self, entry: Entry) -> bytes:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (entry.status, entry.reason or _reason(entry.status))]
-        for name, value in entry.headers:
-            lines.append(name + b": " + value + b"\r\n")
-        if entry.status not in (204, 304) and entry.status >= 200:
-            lines.append(b"Content-Length: %d\r\n" % len(entry.body))
-        lines.append(self.hit_fields)
-        lines.append(self.extra_fields)
-        return b"".join(lines)  # Age, Cache-Status and the blank line follow per second
 
     def _start(self, req: Request, keep_alive: bool) -> None:
         self.active = asyncio.get_running_loop().create_task(self._serve(req, keep_alive))
@@ -393,17 +345,18 @@ class H1Protocol(asyncio.Protocol):
             self._flush_reject()
         self._update_reading()
 
-    def _reject(self, status: int, why: str) -> None:
+    def _reject(self, refusal: Refusal) -> None:
         """Answer a request we will not parse further, then close (nginx does the same).
 
         Requests that arrived before the bad one are answered first, in order.
         """
         if self.closing or self.pending_reject or self.transport is None:
             return
-        body = f"{status} {_reason(status).decode()}: {why}\n".encode()
+        status = refusal.status
+        body = refusal.body
         self.pending_reject = (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, _reason(status), len(body))
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, reason_phrase(status), len(body))
         ) + body
         if self.active is None and not self.queue:
             self._flush_reject()
@@ -447,14 +400,14 @@ class H1Sink:
             return
         if transport.is_closing():
             return
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
         lines += [k + b": " + v + b"\r\n" for k, v in headers]
         lines.append(b"\r\n")
         transport.write(b"".join(lines))
 
     def start(self, status: int, reason: bytes, headers: Headers, length: int | None) -> None:
         self.started = True
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or _reason(status))]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
         lines += [k + b": " + v + b"\r\n" for k, v in headers]
         self.no_body = status in (204, 304) or status < 200
         if not self.no_body:

@@ -1,17 +1,21 @@
 """The HTTPS front: HTTP/2 over TLS on uvloop, driving ``h2``'s sans-I/O connection.
 
-Why it exists: Hypercorn's HTTP/2 over TLS served ≈ 2k req/s for a 1 KiB hit
-where nginx serves ≈ 39k (DESIGN.md). This protocol answers fresh hits inside
-``data_received`` (head memoised per entry and second, body pushed straight
-into the flow-control windows) and hands everything else to
+Why it exists: Hypercorn's HTTP/2 over TLS served 2.1k req/s for a 1 KiB hit where
+nginx served 38.5k and this front 5.4k when it was written (h2load -c8 -m8, one core;
+benchmarks/README.md has the current figures). This protocol answers fresh hits inside
+``data_received`` (head memoised per entry and second, :class:`edge.fronts.hit.FieldHitHead`,
+body pushed straight into the flow-control windows) and hands everything else to
 :meth:`EdgeCore.serve` through :class:`H2Sink`. When ALPN picks http/1.1 (or
 nothing), the connection is handed to :class:`H1Protocol` with scheme https.
 
 Guarantees:
 - DATA never exceeds the peer's flow-control windows; the rest waits for WINDOW_UPDATE
   and writers wait (backpressure) until their bytes left, also while the socket is full;
-- concurrent streams, the request header list and the request body are bounded
-  (SETTINGS, 431/414, 413); an h2 protocol error sends GOAWAY and closes the connection;
+- concurrent streams, the request target, header fields and body are bounded (SETTINGS;
+  414, 431, 413 by :mod:`edge.fronts.request`, which builds every request after the RFC 9113
+  checks of :mod:`edge.http.h2_request`); a refused request is answered on its stream; a field
+  list over the advertised SETTINGS_MAX_HEADER_LIST_SIZE is the h2 library's connection
+  error; an h2 protocol error sends GOAWAY and closes the connection;
 - a body that cannot be completed resets its stream (RST_STREAM), never ends it cleanly.
 """
 
@@ -32,15 +36,16 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts.h1 import H1Protocol
+from edge.fronts.hit import FieldHitHead
 from edge.fronts.hpack_responses import ResponseEncoder
+from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
 from edge.http.h2_request import malformed_request, malformed_trailers
-from edge.http.message import Request, fields_of, normalize_host, split_pseudo, valid_authority
+from edge.http.message import NO_BODY_STATUSES, Request, split_pseudo
 
 __all__ = ["H2Protocol", "H2Sink", "serve_own_tls", "tls_context"]
 
@@ -51,19 +56,6 @@ MAX_STREAMS = 128
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 """Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2)."""
-
-NO_BODY_STATUSES = frozenset({204, 304})
-
-_HOSTS: dict[bytes, bytes] = {}
-"""Raw :authority / Host → normalised for https; a node sees few hosts, so this stays small."""
-
-
-def _normal_host(host: bytes) -> bytes:
-    normal = normalize_host(host, b"https")
-    if len(_HOSTS) >= 4096:
-        _HOSTS.clear()
-    _HOSTS[host] = normal
-    return normal
 
 
 def _h2_fields(headers: Headers) -> Headers:
@@ -125,10 +117,8 @@ class H2Protocol(asyncio.Protocol):
         self.core = core
         self.config = config
         self.clock = core.clock
-        self.max_body = config.max_request_body
-        self.max_line = config.max_request_line
-        self.max_head = config.max_header_bytes + config.max_request_line
-        self.max_count = config.max_header_count
+        self.rules = rules = RequestRules(config, b"https")
+        self.max_body = rules.max_body
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
         self.hit_fields: Headers = [(k.lower(), v) for k, v in core.hit_fields] + self.alt_svc
         self.connections = connections
@@ -153,7 +143,7 @@ class H2Protocol(asyncio.Protocol):
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 # RFC 9113 §6.5.2 counts 32 bytes per field on top of name and value.
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.max_head + 32 * (self.max_count + 4),
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: rules.max_block + 32 * (rules.max_count + 4),
             },
         )
 
@@ -291,46 +281,16 @@ class H2Protocol(asyncio.Protocol):
         stream_id = event.stream_id or 0
         stream = _Stream()
         self.streams[stream_id] = stream
-        pseudo_method, pseudo_path, pseudo_authority, headers = split_pseudo(event.headers or ())
-        method, path, authority = pseudo_method or b"", pseudo_path or b"", pseudo_authority or b""
-        malformed = malformed_request(event.headers or ())
-        if malformed is not None:
-            self.refuse(stream_id, stream, 400, f"malformed request: {malformed}", method)
+        pairs = event.headers or ()
+        method, path, authority, headers = split_pseudo(pairs)
+        malformed = malformed_request(pairs)
+        try:
+            if malformed is not None:
+                raise Refusal(400, f"malformed request: {malformed}")
+            req = self.rules.from_pseudo(method, path, authority, headers, self.client, "2")
+        except Refusal as refusal:
+            self.refuse(stream_id, stream, refusal, method)
             return
-        if method == b"CONNECT":
-            self.refuse(stream_id, stream, 405, "CONNECT is not supported: this is a cache, not a tunnel")
-            return
-        if len(headers) > self.max_count:
-            self.refuse(stream_id, stream, 431, "too many header fields", method)
-            return
-        if len(path) > self.max_line:
-            self.refuse(stream_id, stream, 414, "request target too long", method)
-            return
-        fields = {name: value for name, value in headers}
-        if len(fields) != len(headers):
-            fields = fields_of(headers)  # repeated fields (e.g. cookie crumbs): rare
-        host = fields.get(b"host")
-        if host is None:
-            host = authority
-            headers.insert(0, (b"host", authority))
-            fields[b"host"] = authority
-        if host not in _HOSTS and not valid_authority(host):
-            self.refuse(stream_id, stream, 400, "invalid :authority", method)
-            return
-        content_length = fields.get(b"content-length")
-        if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
-            self.refuse(stream_id, stream, 413, "request body too large", method)
-            return
-        req = Request(
-            method,
-            path,
-            headers,
-            fields,
-            scheme=b"https",
-            host=_HOSTS.get(host) or _normal_host(host),
-            client=self.client,
-            http_version="2",
-        )
         stream.req = req
         if event.stream_ended is not None and not self.try_hit(stream_id, stream, req):
             self.start(stream_id, stream, req)
@@ -347,7 +307,7 @@ class H2Protocol(asyncio.Protocol):
         stream.body_size += len(data)
         if stream.body_size > self.max_body:
             stream.body.clear()
-            self.refuse(stream_id, stream, 413, "request body too large", stream.req.method)
+            self.refuse(stream_id, stream, body_too_large(), stream.req.method)
             return
         stream.body.append(data)
 
@@ -391,23 +351,21 @@ class H2Protocol(asyncio.Protocol):
         if entry is None:
             return False
         age = int(entry.corrected_initial_age + (now - entry.response_time))
-        wire = entry.wire.get("h2")
-        if wire is None:
-            wire = entry.wire["h2"] = [self.hit_prefix(entry), -1, []]
-        if wire[1] != age:
+        memo: FieldHitHead | None = entry.wire.get("h2")
+        if memo is None:
+            memo = entry.wire["h2"] = FieldHitHead(entry, _h2_fields(entry.headers), self.hit_fields)
+        if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
-            status = self.core.hit_status(int(entry.fresh_until - now))
-            wire[2] = [*wire[0], (b"age", b"%d" % age), (b"cache-status", status)]
-            wire[1] = age
+            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
         body = entry.body
         encoder = self.encoder
         encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
         try:
             if req.method == b"HEAD" or not body:
-                self.conn.send_headers(stream_id, wire[2], end_stream=True)
+                self.conn.send_headers(stream_id, memo.head, end_stream=True)
                 self.streams.pop(stream_id, None)
                 return True
-            self.conn.send_headers(stream_id, wire[2])
+            self.conn.send_headers(stream_id, memo.head)
         finally:
             encoder.memoise = False
         stream.pending.append(memoryview(body))
@@ -417,12 +375,6 @@ class H2Protocol(asyncio.Protocol):
             stream.req = None  # waiting for window; mark as answered for on_data/on_stream_ended
             stream.body.clear()
         return True
-
-    def hit_prefix(self, entry: Entry) -> Headers:
-        prefix: Headers = [(b":status", b"%d" % entry.status), *_h2_fields(entry.headers)]
-        if entry.status not in NO_BODY_STATUSES and entry.status >= 200:
-            prefix.append((b"content-length", b"%d" % len(entry.body)))
-        return prefix + self.hit_fields
 
     def start(self, stream_id: int, stream: _Stream, req: Request) -> None:
         stream.task = asyncio.get_running_loop().create_task(self.serve(stream_id, stream, req))
@@ -436,16 +388,16 @@ class H2Protocol(asyncio.Protocol):
                 # The core returned without end() or abort(): end what was sent.
                 sink.end()
 
-    def refuse(self, stream_id: int, stream: _Stream, status: int, why: str, method: bytes = b"") -> None:
-        """Answer a request the core never sees with a short text error (no body to HEAD).
+    def refuse(self, stream_id: int, stream: _Stream, refusal: Refusal, method: bytes | None) -> None:
+        """Answer a request the core never sees with its refusal's text (no body to HEAD).
 
         The rest of a request body still on its way is read and dropped, not refused with
         RST_STREAM(NO_ERROR) as RFC 9113 §8.1 would allow: curl and httpx then report a
         failed transfer instead of the 413 (measured), and flow control paces the upload.
         """
-        body = f"{status}: {why}\n".encode()
+        body = refusal.body
         head: Headers = [
-            (b":status", b"%d" % status),
+            (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
             *self.alt_svc,

@@ -1,15 +1,18 @@
 """The HTTP/3 adapter: the QUIC library's sans-I/O H3 API driven directly, calling the core.
 
-Why our own and not Hypercorn's h3: measured here (DESIGN.md), Hypercorn's
-h3 answered ≈0.8k req/s for 1 KiB where a responder on the H3 API answers
-≈1.8k on aioquic and ≈7-8k on qh3 (same API, Rust core). So the QUIC backend
+Why our own and not Hypercorn's h3: measured here (docs/architecture.md, "Why our
+own HTTP/3 adapter"), Hypercorn's h3 answered ≈0.8k req/s for 1 KiB where a responder
+on the H3 API answers ≈1.8k on aioquic and ≈7-8k on qh3 (same API, Rust core). So the QUIC backend
 is a setting (``quic_backend``) and this module touches only the API the two
 share: ``QuicConnectionProtocol``, ``QuicServer``, ``H3Connection``
 (``HeadersReceived``/``DataReceived`` in, ``send_headers``/``send_data`` out).
 
 Guarantees:
-- every request stream becomes one :class:`Request`; a fresh hit is answered
-  inside the event callback (no task) when its body fits in one chunk;
+- every request stream becomes one :class:`Request`, built and checked when its field
+  block arrives by :mod:`edge.fronts.request` (414, 431, 413, 405, 400 as on every front;
+  a refused request still sending its body is answered and asked to stop with
+  STOP_SENDING); a fresh hit is answered inside the event callback (no task) when its
+  body fits in one chunk;
 - response bodies are fed to the library only while the connection's unsent
   (qh3) or unacknowledged (aioquic) stream bytes are below ``quic_send_buffer``;
   writers wait and are resumed after each received datagram (ACKs) and timer.
@@ -34,15 +37,10 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts import qh3_io
+from edge.fronts.hit import FieldHitHead, lower_fields
+from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
-from edge.http.message import (
-    Request,
-    fields_of,
-    normalize_host,
-    request_path_ok,
-    split_pseudo,
-    valid_authority,
-)
+from edge.http.message import NO_BODY_STATUSES, Request, split_pseudo
 
 __all__ = [
     "BACKENDS",
@@ -59,7 +57,6 @@ CHUNK = 64 * 1024
 """Largest DATA frame handed to the library at once."""
 H3_INTERNAL_ERROR = 0x102
 H3_REQUEST_CANCELLED = 0x10C
-NO_BODY_STATUSES = frozenset({204, 304})
 
 
 @dataclass(frozen=True)
@@ -123,12 +120,12 @@ def quic_configuration(backend: QuicBackend, config: Config, cert: str, key: str
 
 
 class _Stream:
-    """One request stream while its head or body is still arriving."""
+    """One request stream whose head was accepted while its body is still arriving."""
 
-    __slots__ = ("body", "headers", "size")
+    __slots__ = ("body", "req", "size")
 
-    def __init__(self, headers: Headers) -> None:
-        self.headers = headers
+    def __init__(self, req: Request) -> None:
+        self.req = req
         self.body: list[bytes] = []
         self.size = 0
 
@@ -145,11 +142,13 @@ class H3Session:
         self.backend = backend
         self.core = core
         self.clock = core.clock
+        self.rules = RequestRules(config, b"https")
         self.max_body = config.max_request_body
         self.bound = config.quic_send_buffer
         self.h3: Any = None
         self.loop = asyncio.get_running_loop()
-        self.partial: dict[int, _Stream] = {}
+        self.partial: dict[int, _Stream | None] = {}
+        """Streams still sending their body; None for one refused at its head (body dropped)."""
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.sending: set[int] = set()
         """Streams whose response body is being written (what aioquic's buffer size sums)."""
@@ -228,59 +227,47 @@ class H3Session:
                 self._on_data(h3_event.stream_id, h3_event.data, h3_event.stream_ended)
 
     def _on_headers(self, stream_id: int, headers: Headers, ended: bool) -> None:
-        if stream_id in self.partial or stream_id in self.tasks:
-            return  # trailers: nothing a cache reads
-        stream = _Stream(headers)
+        if stream_id in self.partial:
+            # Trailers: nothing a cache reads, but they may end the request.
+            if ended:
+                self._on_data(stream_id, b"", True)
+            return
+        if stream_id in self.tasks:
+            return
+        method, path, authority, regular = split_pseudo(headers)
+        try:
+            req = self.rules.from_pseudo(method, path, authority, regular, self._client(), "3")
+        except Refusal as refusal:
+            self._refuse(stream_id, refusal, method, ended)
+            return
         if ended:
-            self._request(stream_id, stream)
+            self._request(stream_id, req)
         else:
-            self.partial[stream_id] = stream
+            self.partial[stream_id] = _Stream(req)
 
     def _on_data(self, stream_id: int, data: bytes, ended: bool) -> None:
-        stream = self.partial.get(stream_id)
-        if stream is None:
+        if stream_id not in self.partial:
+            return
+        stream = self.partial[stream_id]
+        if stream is None:  # refused at its head: the rest is dropped
+            if ended:
+                del self.partial[stream_id]
             return
         stream.size += len(data)
         if stream.size > self.max_body:
             del self.partial[stream_id]
-            self._simple(stream_id, 413, b"413 Payload Too Large: request body too large\n")
-            self.quic.stop_stream(stream_id, H3_REQUEST_CANCELLED)
+            self._refuse(stream_id, body_too_large(), stream.req.method, ended)
             return
         if data:
             stream.body.append(data)
         if ended:
             del self.partial[stream_id]
-            self._request(stream_id, stream)
+            stream.req.body = b"".join(stream.body)
+            self._request(stream_id, stream.req)
 
     # -- requests --------------------------------------------------------------------
-    def _request(self, stream_id: int, stream: _Stream) -> None:
-        method, path, authority, headers = split_pseudo(stream.headers)
-        if method == b"CONNECT":
-            self._simple(stream_id, 405, b"405 Method Not Allowed: this is a cache, not a tunnel\n")
-            return
-        if method is None or not path:
-            self._simple(stream_id, 400, b"400 Bad Request: missing :method or :path\n")
-            return
-        if not request_path_ok(path, method):
-            self._simple(stream_id, 400, b"400 Bad Request: :path is not an absolute path\n")
-            return
-        fields = fields_of(headers)
-        host = fields.get(b"host") or authority or b""
-        if not valid_authority(host):
-            # The key joins host and path: "example.com/foo" must not alias another URL.
-            self._simple(stream_id, 400, b"400 Bad Request: invalid :authority or Host\n")
-            return
-        req = Request(
-            method,
-            path,
-            headers,
-            fields,
-            scheme=b"https",
-            host=normalize_host(host, b"https"),
-            client=self._client(),
-            http_version="3",
-            body=b"".join(stream.body),
-        )
+    def _request(self, stream_id: int, req: Request) -> None:
+        method = req.method
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is not None and (len(entry.body) <= CHUNK or method == b"HEAD"):
@@ -306,19 +293,13 @@ class H3Session:
 
     def _hit_head(self, entry: Entry, now: float) -> Headers:
         age = entry.age(now)
-        wire = entry.wire.get("h3")
-        if wire is None:
-            prefix: Headers = [(b":status", b"%d" % entry.status)]
-            prefix += [(k.lower(), v) for k, v in entry.headers]
-            if entry.status not in NO_BODY_STATUSES:
-                prefix.append((b"content-length", b"%d" % len(entry.body)))
-            wire = entry.wire["h3"] = [prefix + self.hit_fields, -1, []]
-        if wire[1] != age:
-            status = self.core.hit_status(int(entry.fresh_until - now))
-            wire[2] = [*wire[0], (b"age", b"%d" % age), (b"cache-status", status)]
-            wire[1] = age
-        head: Headers = wire[2]
-        return head
+        memo: FieldHitHead | None = entry.wire.get("h3")
+        if memo is None:
+            memo = entry.wire["h3"] = FieldHitHead(entry, lower_fields(entry.headers), self.hit_fields)
+        if memo.age != age:
+            # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
+            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
+        return memo.head
 
     def _send_small_hit(self, stream_id: int, entry: Entry, req: Request, now: float) -> None:
         head = self._hit_head(entry, now)
@@ -330,14 +311,26 @@ class H3Session:
             self.h3.send_data(stream_id, body, end_stream=True)
         self.transmit_soon()
 
-    def _simple(self, stream_id: int, status: int, body: bytes) -> None:
+    def _refuse(self, stream_id: int, refusal: Refusal, method: bytes | None, ended: bool) -> None:
+        """Answer a request the core never sees with its refusal's text (no body to HEAD).
+
+        A client still sending its body is asked to stop (STOP_SENDING); what arrives
+        meanwhile is dropped.
+        """
+        body = refusal.body
         head = [
-            (b":status", b"%d" % status),
+            (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
         ]
-        self.h3.send_headers(stream_id, head, end_stream=False)
-        self.h3.send_data(stream_id, body, end_stream=True)
+        if method == b"HEAD":
+            self.h3.send_headers(stream_id, head, end_stream=True)
+        else:
+            self.h3.send_headers(stream_id, head, end_stream=False)
+            self.h3.send_data(stream_id, body, end_stream=True)
+        if not ended:
+            self.partial[stream_id] = None
+            self.quic.stop_stream(stream_id, H3_REQUEST_CANCELLED)
         self.transmit_soon()
 
     async def _serve(self, stream_id: int, req: Request, entry: Entry | None, now: float) -> None:

@@ -344,7 +344,7 @@ async def test_own_front_answers_a_malformed_request_400_and_keeps_the_connectio
         for sid in (1, 3)
     }
     assert status == {1: b"400", 3: b"200"}
-    assert bodies == {1: b"400: malformed request: connection-specific field\n", 3: b"m"}
+    assert bodies == {1: b"400 Bad Request: malformed request: connection-specific field\n", 3: b"m"}
     assert origin.count("/m.txt") == 1
 
 
