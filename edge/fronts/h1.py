@@ -40,7 +40,7 @@ from edge.fronts.request import (
     too_many_fields,
 )
 from edge.http.fields import Headers, is_token
-from edge.http.message import Request, reason_phrase
+from edge.http.message import NO_BODY_STATUSES, Request, reason_phrase
 
 LLHTTP_METHODS = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH "
@@ -409,7 +409,7 @@ class H1Sink:
         self.started = True
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
         lines += [k + b": " + v + b"\r\n" for k, v in headers]
-        self.no_body = status in (204, 304) or status < 200
+        self.no_body = status in NO_BODY_STATUSES or status < 200
         if not self.no_body:
             if length is not None:
                 lines.append(b"Content-Length: %d\r\n" % length)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from edge.http.fields import Headers
+from edge.http.message import NO_BODY_STATUSES
 
 HIGH_WATER = 1 << 20
 """Bytes buffered from upstream before the connection stops reading (backpressure)."""
@@ -199,7 +200,7 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        if self.method == b"HEAD" or status in (204, 304):
+        if self.method == b"HEAD" or status in NO_BODY_STATUSES:
             self.body_done = True
         else:
             names = {k.lower() for k, _ in self.headers}
