@@ -1,18 +1,18 @@
 """Fills: the one upstream fetch per key that every waiting client reads as it arrives.
 
-Guarantees:
-- concurrent misses for one key make one upstream request (request collapsing); when
-  the response turns out not storable, or its Vary does not match a joined client's
-  request, that client goes upstream on its own, and a key refused for a reason that
-  holds for everyone is remembered as hit-for-pass for ``pass_ttl`` seconds;
-- a stale entry is revalidated with its validators; a 304 freshens it and its stored
-  body is served (RFC 9111 §4.3.4); stale content is served only where
-  ``edge.cache.stale`` allows;
+This module runs fills (``edge.core.misses`` reads them for clients). Guarantees:
+- one fill per key at a time (request collapsing); a key whose response was refused
+  for a reason that holds for everyone is remembered as hit-for-pass for ``pass_ttl``
+  seconds, so its next misses do not wait on one another;
+- a stale entry is revalidated with its validators; a 304 freshens it and readers get
+  its stored body (RFC 9111 §4.3.4); a 304 that does not describe the stored response
+  is followed by one unconditional request;
 - what is kept is decided from the head alone by ``edge.cache.admission``; a body is
   stored only when it arrived whole, and a purge during the fetch keeps it out of
   the cache (``discard_in_flight``);
 - a fill runs in its own task, not a client's: a client that goes away never stops it
-  for the others, and readers never wait on a fill that failed.
+  for the others, and readers never wait on a fill that failed;
+- a fill that nobody reads and that will not be stored stops fetching.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 import cachetools
 
-from edge.cache import stale as stale_rules
 from edge.cache.admission import AdmissionRules, StorePlan, plan_admission, plan_refresh, stored_fields
 from edge.cache.encoded import freshened
 from edge.cache.entry import Entry
@@ -30,20 +29,15 @@ from edge.cache.freshness import corrected_initial_age
 from edge.cache.key import secondary_key
 from edge.cache.memory import MemoryTier
 from edge.cache.slices import SliceMeta
-from edge.cache.status import Fwd
 from edge.cache.validation import conditional_fields, validators_match
 from edge.config import Config
-from edge.core.forward import Forwarder
 from edge.core.gateway import FILL_DROPPED_FIELDS, Gateway
 from edge.core.respond import Responder
-from edge.core.sink import ResponseSink
 from edge.core.slices import Slices
-from edge.http.cache_control import Directives
 from edge.http.fields import Headers, declared_length, get_one
 from edge.http.message import Request
-from edge.http.ranges import content_range
-from edge.upstream.client import UpstreamError, UpstreamResponse, UpstreamTimeout
-from edge.upstream.fill import Fill, Reader
+from edge.upstream.client import UpstreamError, UpstreamResponse
+from edge.upstream.fill import Fill
 
 __all__ = ["Fills"]
 
@@ -66,7 +60,6 @@ class Fills:
         memory: MemoryTier,
         gateway: Gateway,
         responder: Responder,
-        forwarder: Forwarder,
         slices: Slices,
         rules: AdmissionRules,
         clock: Callable[[], float],
@@ -74,7 +67,6 @@ class Fills:
         self.memory = memory
         self.gateway = gateway
         self.responder = responder
-        self.forwarder = forwarder
         self.slices = slices
         self.rules = rules
         self.clock = clock
@@ -95,154 +87,17 @@ class Fills:
         for fill in self.in_flight.values():
             fill.discard = True
 
-    # -- clients -------------------------------------------------------------------------
-    async def serve(
-        self,
-        req: Request,
-        sink: ResponseSink,
-        key: bytes,
-        fwd: Fwd,
-        stale: Entry | None,
-        request_cc: Directives,
-    ) -> None:
-        """Answer ``req`` from the key's fill, joining the one under way or starting it."""
-        fill = self.in_flight.get(key)
-        collapsed = fill is not None
-        if fill is None:
-            fill = self._start(req, key, stale, sink.interim)
-        reader = fill.attach()
-        try:
-            await self._read(req, sink, fill, reader, collapsed, fwd, stale, request_cc)
-        finally:
-            fill.detach(reader)
-
-    async def serve_adopted(
-        self, req: Request, sink: ResponseSink, key: bytes, adopted: Adopted, fwd: Fwd, request_cc: Directives
-    ) -> None:
-        """Make a response already received (a 200 to a Range request) the key's fill, and answer from it."""
-        fill = self._start(req, key, None, sink.interim, adopted)
-        reader = fill.attach()
-        try:
-            await self._read(req, sink, fill, reader, False, fwd, None, request_cc)
-        finally:
-            fill.detach(reader)
-
     def refresh_in_background(self, req: Request, key: bytes, stale: Entry) -> None:
         """stale-while-revalidate: one validation per key, whoever asks meanwhile."""
         if key not in self.in_flight:
-            self._start(req, key, stale, _no_interim)
+            self.start(req, key, stale, _no_interim)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
 
-    # -- reading a fill ------------------------------------------------------------------
-    async def _read(
-        self,
-        req: Request,
-        sink: ResponseSink,
-        fill: Fill,
-        reader: Reader,
-        collapsed: bool,
-        fwd: Fwd,
-        stale: Entry | None,
-        request_cc: Directives,
-    ) -> None:
-        """Wait for the head, then answer: stale on error where allowed, on our own when the
-        fill is not ours to share, else the fill's response as it streams."""
-        respond = self.responder
-        try:
-            await asyncio.shield(fill.head)
-        except UpstreamError as exc:
-            fill.detach(reader)
-            now = self.clock()
-            if stale is not None and stale_rules.if_error(stale, request_cc, now, self.stale_grace):
-                detail = b"upstream-timeout" if isinstance(exc, UpstreamTimeout) else b"upstream-error"
-                status = respond.forwarded(b"stale", detail=b"stale-if-error-" + detail)
-                await respond.send_entry(req, sink, stale, now, status)
-                return
-            await respond.send_upstream_error(sink, req, fwd, exc)
-            return
-        now = self.clock()
-        if (
-            fill.upstream_status >= 500
-            and stale is not None
-            and stale_rules.if_error(stale, request_cc, now, self.stale_grace)
-        ):
-            fill.detach(reader)
-            status = respond.forwarded(b"stale", fill.upstream_status, detail=b"stale-if-error")
-            await respond.send_entry(req, sink, stale, now, status)
-            return
-        if collapsed and (
-            fill.not_storable is not None
-            or fill.vary is None
-            or (fill.vary and secondary_key(req, fill.vary) != fill.secondary)
-        ):
-            fill.detach(reader)  # not ours to read: never hold the fill's buffer meanwhile
-            await self.forwarder.forward(req, sink, fwd)
-            return
-        not_storable = fill.not_storable
-        status = respond.forwarded(
-            fwd,
-            fill.upstream_status,
-            stored=not_storable is None,
-            detail=None if not_storable is None else not_storable.encode(),
-            collapsed=collapsed,
-        )
-        headers = [
-            *fill.headers,
-            *(() if collapsed else fill.leader_fields),
-            (b"Age", b"%d" % fill.age),
-            (b"Cache-Status", bytes(status)),
-            (b"X-Cache", b"MISS"),
-        ]
-        if respond.not_modified(req, sink, fill.status, fill.headers, headers):
-            return
-        await self._stream(req, sink, fill, reader, headers)
-
-    async def _stream(
-        self, req: Request, sink: ResponseSink, fill: Fill, reader: Reader, headers: Headers
-    ) -> None:
-        """The fill's response as it arrives: whole, or the one range asked for (cut as it passes)."""
-        length = fill.length
-        plan = None if length is None else self.responder.range_plan(req, fill.status, length, fill.headers)
-        if plan is not None and plan.unsatisfiable and length is not None:
-            fill.detach(reader)
-            await self.responder.send_ranges(sink, plan, fill.reason, headers, memoryview(b""), length)
-            return
-        if plan is not None and len(plan.ranges) > 1:
-            plan = None  # several ranges on a miss: the whole 200 streams (RFC 9110 allows it)
-        if plan is not None and length is not None:
-            # One range on a miss: send its bytes as they pass, without waiting for the rest.
-            start, end = plan.ranges[0]
-            headers.append((b"Content-Range", content_range(start, end, length)))
-            sink.start(206, b"Partial Content", headers, end - start + 1)
-        else:
-            start, end = 0, -1
-            sink.start(fill.status, fill.reason, headers, length)
-        if req.method == HEAD:
-            fill.detach(reader)
-            sink.end()
-            return
-        offset = 0
-        try:
-            async for chunk in fill.tail(reader):
-                if end < 0:
-                    await sink.write(chunk)
-                    continue
-                size = len(chunk)
-                if offset + size > start:
-                    await sink.write(memoryview(chunk)[max(0, start - offset) : end + 1 - offset])
-                offset += size
-                if offset > end:
-                    break
-        except UpstreamError:
-            sink.abort()
-            return
-        sink.end()
-
     # -- running a fill ------------------------------------------------------------------
-    def _start(
+    def start(
         self,
         req: Request,
         key: bytes,

@@ -8,6 +8,7 @@
 - ``Forwarder``: pass-through for what the cache does not answer;
 - ``Slices``: large objects as slices fetched with Range;
 - ``Fills``: the one upstream fetch per key that every waiting client tails;
+- ``Misses``: clients joining (or starting) a fill and reading it;
 - ``Compressor``: the compressed siblings of stored entries.
 
 It decides which part answers a request (:meth:`EdgeCore.serve`) and answers a fresh
@@ -44,6 +45,7 @@ from edge.core.codings import Compressor
 from edge.core.fills import Fills
 from edge.core.forward import Forwarder
 from edge.core.gateway import Gateway
+from edge.core.misses import Misses
 from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
 from edge.core.slices import Slices
@@ -96,9 +98,8 @@ class EdgeCore:
             stale_grace=config.stale_grace,
             ttls=ttls,
         )
-        self.fills = Fills(
-            config, self.memory, self.gateway, self.responder, self.forwarder, self.slices, rules, clock
-        )
+        self.fills = Fills(config, self.memory, self.gateway, self.responder, self.slices, rules, clock)
+        self.misses = Misses(self.fills, self.responder, self.forwarder, config.stale_grace, clock)
 
     # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
@@ -181,7 +182,7 @@ class EdgeCore:
             if key in self.fills.pass_keys:
                 await self.forwarder.forward(req, sink, fwd, b"pass")
                 return
-        await self.fills.serve(req, sink, key, fwd, entry, request_cc)
+        await self.misses.serve(req, sink, key, fwd, entry, request_cc)
 
     async def _range_miss(self, req: Request, sink: ResponseSink, key: bytes) -> None:
         """A Range request for an object not in cache: one slice-sized upstream request."""
@@ -193,7 +194,7 @@ class EdgeCore:
         if key in self.fills.in_flight:
             await self.responder.relay(req, sink, adopted[0], b"uri-miss")
         else:
-            await self.fills.serve_adopted(req, sink, key, adopted, b"uri-miss", request_directives(req))
+            await self.misses.serve_adopted(req, sink, key, adopted, b"uri-miss", request_directives(req))
 
     # -- operations ----------------------------------------------------------------------
     def purge(self, kind: PurgeKind, target: str = "", *, soft: bool = False) -> int:
