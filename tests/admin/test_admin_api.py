@@ -11,7 +11,8 @@ from edge.admin.app import METRICS_CONTENT_TYPE, create_admin_app
 from edge.http.message import Request
 from tests.admin.conftest import TOKEN, Admin
 from tests.support.nodes import Edge
-from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.scripted_origin import Gate, ScriptedOrigin, fixed
+from tests.support.waiting import within
 
 pytestmark = pytest.mark.asyncio
 
@@ -255,12 +256,14 @@ async def test_purge_during_a_fill_is_not_undone_by_it(
 ) -> None:
     import asyncio
 
-    origin.routes["/inflight"] = fixed(200, b"old", CACHEABLE, delay=0.4)
+    gate = Gate()
+    origin.routes["/inflight"] = fixed(200, b"old", CACHEABLE, gate=gate)
     async with edge.client() as client:
         pending = asyncio.ensure_future(client.get("/inflight"))
-        await asyncio.sleep(0.1)  # the fill has started and waits for the origin
+        await gate.reached()  # the fill has started and the origin holds its answer
         await purge(admin, url=f"{edge.url}/inflight")
-        first = await pending
+        gate.open()  # only now can the fill get its body and (wrongly) store it
+        first = await within(pending, "the client of the purged fill got its answer")
     assert first.content == b"old", "the client that started the fetch still gets its answer"
     origin.routes["/inflight"] = fixed(200, b"new", CACHEABLE)
     async with edge.client() as client:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
+from tests.support import procnet
 from tests.support.nodes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,8 +170,60 @@ def test_served_node_purges_through_its_admin_port(tmp_path: Path) -> None:
                 proc.kill()
 
 
+def _poll(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    """Return once ``predicate()`` holds; fail if ``proc`` exits first or after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+def _edge_workers(parent: int) -> tuple[list[int], dict[int, list[str]]]:
+    """The node's serving processes (``parent`` and its spawned workers), and its other children.
+
+    A worker started by multiprocessing's spawn runs ``python -c "from multiprocessing.spawn
+    import spawn_main; ..." --multiprocessing-fork``; the same machinery also starts a
+    resource tracker (``-c "from multiprocessing.resource_tracker import main; ..."``),
+    which is a child too but serves nothing.
+    """
+    workers, others = [parent], {}
+    for child in procnet.children(parent):
+        argv = procnet.cmdline(child)
+        if "--multiprocessing-fork" in argv and any("spawn_main" in arg for arg in argv):
+            workers.append(child)
+        else:
+            others[child] = argv
+    return workers, others
+
+
+def _answered_by(port: int, path: str, workers: list[int]) -> tuple[int | None, int, bytes]:
+    """GET ``path`` on a new connection: (pid of the worker holding its server end, status, body).
+
+    The connection stays open (keep-alive) until its owner is looked up in /proc.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        client = conn.sock.getsockname()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return procnet.connection_owner(("127.0.0.1", port), client, pids=workers), resp.status, body
+    except TimeoutError:
+        owner = procnet.connection_owner(("127.0.0.1", port), client)
+        raise AssertionError(
+            f"no answer within 10 s (server end held by pid {owner}; None: never accepted)"
+        ) from None
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(not procnet.AVAILABLE, reason="tells workers apart through Linux /proc")
 def test_workers_share_the_port() -> None:
-    """--workers 2: two processes accept on one port (SO_REUSEPORT) and both answer."""
+    """--workers 2: two processes accept on one port, each on its own socket (SO_REUSEPORT), and both answer."""
     origin_port, edge_port = free_port(), free_port()
     origin_proc = subprocess.Popen(
         [sys.executable, "-m", "origin", "serve", "--root", str(REPO / "origin/sample_site"),
@@ -181,20 +237,32 @@ def test_workers_share_the_port() -> None:
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{edge_port}/robots.txt"
-        _wait_for(url, edge_proc)
-        time.sleep(1.0)  # the second worker is a spawned interpreter: give it time to bind
-        statuses = set()
-        for _ in range(40):
-            with httpx.Client() as client:  # a new connection each time: the kernel spreads them
-                resp = client.get(url)
-            statuses.add(
-                (resp.status_code, resp.content == (REPO / "origin/sample_site/robots.txt").read_bytes())
-            )
-        assert statuses == {(200, True)}
-        children = subprocess.run(
-            ["pgrep", "-P", str(edge_proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(children) >= 1, "a second worker process runs"
+        _wait_for(url, edge_proc)  # the parent serves; it started the worker before that
+        workers, others = _edge_workers(edge_proc.pid)
+        assert len(workers) == 2, (
+            f"the parent and one spawned worker serve: {workers}; other children {others}"
+        )
+        # The spawned worker is a fresh interpreter: wait until it, too, listens on the port.
+        _poll(
+            lambda: set(procnet.listeners(edge_port, pids=workers)) == set(workers),
+            "both workers listen on the port",
+            edge_proc,
+        )
+        listening = procnet.listeners(edge_port, pids=workers)
+        sockets = [inodes for _, inodes in sorted(listening.items())]
+        assert all(len(inodes) == 1 for inodes in sockets) and sockets[0] != sockets[1], (
+            f"each worker has a listening socket of its own: {listening}"
+        )
+        robots = (REPO / "origin/sample_site/robots.txt").read_bytes()
+        answers: dict[int, int] = {}
+        for _ in range(200):  # the kernel spreads new connections over the two sockets by hash
+            owner, status, body = _answered_by(edge_port, "/robots.txt", workers)
+            assert (status, body) == (200, robots)
+            assert owner in workers, f"the connection that answered is held by no worker ({owner})"
+            answers[owner] = answers.get(owner, 0) + 1
+            if len(answers) == len(workers):
+                break
+        assert set(answers) == set(workers), f"answers per worker pid: {answers}"
     finally:
         for proc in (edge_proc, origin_proc):
             proc.send_signal(signal.SIGINT)

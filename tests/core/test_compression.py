@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from edge.codecs import decompress
 from tests.support.nodes import Edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.waiting import compressions_settled, fills_settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,11 +26,8 @@ async def get(edge: Edge, path: str, **headers: str):  # type: ignore[no-untyped
 
 
 async def wait_for_compressions(edge: Edge, coding: bytes, count: int) -> None:
-    for _ in range(200):
-        if edge.core.compressions[coding] >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{coding!r} was never compressed")
+    await compressions_settled(edge)
+    assert edge.core.compressions[coding] >= count, f"{coding!r} was never compressed"
 
 
 @pytest.mark.parametrize("coding", ["br", "zstd", "gzip"])
@@ -42,7 +39,9 @@ async def test_compressed_hit_decompresses_to_identity(
     assert miss.headers["x-cache"] == "MISS"
     assert "content-encoding" not in miss.headers, "the miss streams identity as it arrives"
     assert miss.headers["vary"] == "Accept-Encoding"
-    await get(edge, "/app.js", **{"Accept-Encoding": coding})  # starts the one compression
+    await fills_settled(edge)  # stored: the next request is a hit
+    first_hit = await get(edge, "/app.js", **{"Accept-Encoding": coding})  # starts the one compression
+    assert first_hit.headers["x-cache"] == "HIT"
     await wait_for_compressions(edge, coding.encode(), 1)
     for _ in range(5):
         hit = await get(edge, "/app.js", **{"Accept-Encoding": coding})
@@ -130,9 +129,12 @@ async def test_not_compressed(
     origin: ScriptedOrigin, edge: Edge, headers: list[tuple[str, str]], body: bytes
 ) -> None:
     origin.routes["/x"] = fixed(200, body, headers)
-    for _ in range(3):
+    await get(edge, "/x", **{"Accept-Encoding": "br, gzip"})
+    await fills_settled(edge)  # stored: the next requests are hits, where compressing would start
+    for _ in range(2):
         resp = await get(edge, "/x", **{"Accept-Encoding": "br, gzip"})
-        await asyncio.sleep(0.05)
+        assert resp.headers["x-cache"] == "HIT"
+    await compressions_settled(edge)  # a compression the hits started (wrongly) has landed by now
     assert "content-encoding" not in resp.headers
     assert resp.content == body
     assert sum(edge.core.compressions.values()) == 0

@@ -12,7 +12,8 @@ import pytest
 
 from edge.http.dates import format_http_date
 from tests.support.nodes import Clock, Edge, start_edge
-from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen, fixed, response
+from tests.support.scripted_origin import Gate, OriginConnection, ScriptedOrigin, Seen, fixed, response
+from tests.support.waiting import fills_in_flight, fills_settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -307,28 +308,40 @@ async def test_vary_star_never_matches(origin: ScriptedOrigin, edge: Edge) -> No
 
 
 async def test_stale_while_revalidate_serves_stale_and_refreshes_once(
-    origin: ScriptedOrigin, edge: Edge, clock: Clock
+    origin: ScriptedOrigin, clock: Clock
 ) -> None:
     version = 0
+    refresh = Gate()
 
     async def counting(seen: Seen, conn: OriginConnection) -> None:
         nonlocal version
         version += 1
-        await asyncio.sleep(0.1)
-        conn.write(
-            response(200, b"v%d" % version, [("Cache-Control", "max-age=10, stale-while-revalidate=60")])
-        )
+        answer = response(200, b"v%d" % version, [("Cache-Control", "max-age=10, stale-while-revalidate=60")])
+        if version > 1:
+            await refresh.hold()  # every refresh waits until the stale hits are all answered
+        conn.write(answer)
 
     origin.routes["/swr"] = counting
-    await get(edge, "/swr")
-    clock.advance(15)
-    responses = await asyncio.gather(*(get(edge, "/swr") for _ in range(10)))
-    assert all(r.content == b"v1" for r in responses), "stale served at once"
-    assert all("stale-while-revalidate" in r.headers["cache-status"] for r in responses)
-    await asyncio.sleep(0.3)
-    assert origin.count("/swr") == 2, "one background refresh for ten stale hits"
-    fresh = await get(edge, "/swr")
-    assert fresh.content == b"v2" and fresh.headers["x-cache"] == "HIT"
+    # The origin holds the refresh while ten clients are answered: an edge that waits only 2 s
+    # for upstream bytes (the shared fixture) could give up on a busy machine.
+    edge = await start_edge(origin.url, clock, read_timeout="30", connect_timeout="1")
+    try:
+        await get(edge, "/swr")
+        clock.advance(15)
+        responses = await asyncio.gather(*(get(edge, "/swr") for _ in range(10)))
+        # Answered while the refresh is provably still held at the origin: stale, at once.
+        assert all(r.content == b"v1" for r in responses), "stale served at once"
+        assert all("stale-while-revalidate" in r.headers["cache-status"] for r in responses)
+        await origin.requested("/swr", 2)
+        assert fills_in_flight(edge) == 1, "one background refresh for ten stale hits"
+        refresh.open()
+        await fills_settled(edge, "the background refresh finished")
+        fresh = await get(edge, "/swr")
+        assert fresh.content == b"v2" and fresh.headers["x-cache"] == "HIT"
+        assert origin.count("/swr") == 2, "one background refresh for ten stale hits"
+    finally:
+        edge.server.close()
+        await edge.core.aclose()
 
 
 async def test_stale_while_revalidate_window_ends(origin: ScriptedOrigin, edge: Edge, clock: Clock) -> None:
@@ -358,7 +371,8 @@ async def test_stale_if_error_when_upstream_is_down_or_slow(clock: Clock) -> Non
     node = await start_edge(origin.url, clock, read_timeout="0.5", connect_timeout="0.5")
     try:
         await get(node, "/down")
-        origin.routes["/down"] = fixed(200, b"late", delay=3)
+        # An origin that never answers (a gate never opened): the 0.5 s read timeout must fire.
+        origin.routes["/down"] = fixed(200, b"late", gate=Gate())
         clock.advance(20)
         slow = await get(node, "/down")
         assert slow.content == b"good" and "stale-if-error" in slow.headers["cache-status"]

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.nodes import Edge
 from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen, response
+from tests.support.waiting import within
 
 pytestmark = pytest.mark.asyncio
 
@@ -170,9 +171,17 @@ async def test_a_stalled_reader_does_not_hold_up_ranges_of_the_same_object(
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     writer.write(b"GET /stall.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % edge.port)
     await reader.readuntil(b"\r\n\r\n")  # A reads the head, then stops reading
-    await asyncio.sleep(0.3)
-    tail = await asyncio.wait_for(get(edge, "/stall.bin", Range="bytes=-100"), 5)
+    # A's stream is stuck: the edge stopped reading the whole-object response, far short
+    # of the last slice (buffers hold a few MiB of 32), and it stays stuck while A waits.
+    await origin.held_back("/stall.bin")
+    whole_requests = len(ranges_seen(origin, "/stall.bin"))
+    # A broken edge would wait for A's stream to reach the tail, which never happens: the
+    # bound only turns that hang into a failure.
+    tail = await within(get(edge, "/stall.bin", Range="bytes=-100"), "the tail waited for the stalled stream")
     assert tail.status_code == 206 and tail.content == content(length - 100, length - 1)
+    assert ranges_seen(origin, "/stall.bin")[whole_requests:] == [f"bytes={31 * MiB}-{length - 1}"], (
+        "the tail is one slice fetched with Range of its own"
+    )
     writer.transport.abort()
 
 

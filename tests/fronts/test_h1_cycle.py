@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from tests.support.nodes import Edge, raw_exchange
-from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen, fixed, response
+from tests.support.scripted_origin import Gate, OriginConnection, ScriptedOrigin, Seen, fixed, response
+from tests.support.waiting import WAIT, eventually, fill_readers, within
 
 pytestmark = pytest.mark.asyncio
 
@@ -210,7 +211,8 @@ async def test_upstream_down_gives_502_and_node_keeps_serving(origin: ScriptedOr
 
 
 async def test_upstream_timeout_gives_504(origin: ScriptedOrigin, edge: Edge) -> None:
-    origin.routes["/slow"] = fixed(200, b"late", [("Cache-Control", "max-age=60")], delay=5)
+    # A gate never opened: the origin never answers, however long the edge's 2 s timeout takes.
+    origin.routes["/slow"] = fixed(200, b"late", [("Cache-Control", "max-age=60")], gate=Gate())
     origin.routes["/fast"] = fixed(200, b"fast", [("Cache-Control", "max-age=60")])
     async with edge.client() as client:
         slow = await client.get("/slow")
@@ -221,16 +223,20 @@ async def test_upstream_timeout_gives_504(origin: ScriptedOrigin, edge: Edge) ->
 
 
 async def test_truncated_upstream_body_is_not_stored(origin: ScriptedOrigin, edge: Edge) -> None:
+    cut = Gate()
+
     async def truncated(seen: Seen, conn: OriginConnection) -> None:
         raw = response(200, BODY, [("Cache-Control", "max-age=60")])
         conn.write(raw[: len(raw) - 1000])
-        await asyncio.sleep(0.05)
+        await cut.hold()  # until the client is reading the body: the cut comes mid-body
         conn.abort()
 
     origin.routes["/cut"] = truncated
-    async with edge.client() as client:
+    async with edge.client() as client, client.stream("GET", "/cut") as streamed:
+        assert streamed.status_code == 200
+        cut.open()
         with pytest.raises(httpx.RemoteProtocolError):
-            await client.get("/cut")
+            await streamed.aread()
     origin.routes["/cut"] = fixed(200, BODY, [("Cache-Control", "max-age=60")])
     async with edge.client() as client:
         whole = await client.get("/cut")
@@ -238,46 +244,64 @@ async def test_truncated_upstream_body_is_not_stored(origin: ScriptedOrigin, edg
 
 
 async def test_concurrent_misses_are_collapsed(origin: ScriptedOrigin, edge: Edge) -> None:
-    origin.routes["/big"] = fixed(200, BODY, [("Cache-Control", "max-age=60")], delay=0.3)
+    gate = Gate()
+    origin.routes["/big"] = fixed(200, BODY, [("Cache-Control", "max-age=60")], gate=gate)
     limits = httpx.Limits(max_connections=100)
     async with edge.client(limits=limits) as client:
-        responses = await asyncio.gather(*(client.get("/big") for _ in range(100)))
+        pending = asyncio.gather(*(client.get("/big") for _ in range(100)))
+        # The origin holds the answer until all 100 clients wait on the one fill.
+        await eventually(lambda: fill_readers(edge) == 100, "100 clients joined the fill")
+        gate.open()
+        responses = await within(pending, "every client got the body")
     assert all(r.status_code == 200 and r.content == BODY for r in responses)
     assert origin.count("/big") == 1
     collapsed = [r for r in responses if "collapsed" in r.headers["cache-status"]]
-    assert len(collapsed) >= 90
+    assert len(collapsed) == 99, "every client but the one that started the fill"
 
 
 async def test_uncacheable_collapsed_waiters_go_upstream_themselves(
     origin: ScriptedOrigin, edge: Edge
 ) -> None:
     counter = 0
+    first = Gate()
 
     async def private(seen: Seen, conn: OriginConnection) -> None:
         nonlocal counter
         counter += 1
         body = b"user-%d" % counter
-        await asyncio.sleep(0.2)
+        if counter == 1:
+            await first.hold()
         conn.write(response(200, body, [("Cache-Control", "private")]))
 
     origin.routes["/me"] = private
     async with edge.client(limits=httpx.Limits(max_connections=10)) as client:
-        responses = await asyncio.gather(*(client.get("/me") for _ in range(5)))
+        pending = asyncio.gather(*(client.get("/me") for _ in range(5)))
+        # The first answer (private) comes only once the other four wait on its fill.
+        await eventually(lambda: fill_readers(edge) == 5, "5 clients joined the fill")
+        first.open()
+        responses = await within(pending, "every client got an answer")
     bodies = [r.content for r in responses]
     assert len(set(bodies)) == 5, "nobody received another client's private response"
+    assert origin.count("/me") == 5
 
 
 async def test_pipelined_requests_answered_in_order(origin: ScriptedOrigin, edge: Edge) -> None:
-    origin.routes["/a"] = fixed(200, b"AAAA", [("Cache-Control", "max-age=60")], delay=0.2)
+    gate = Gate()
+    origin.routes["/a"] = fixed(200, b"AAAA", [("Cache-Control", "max-age=60")], gate=gate)
     origin.routes["/b"] = fixed(200, b"BBBB", [("Cache-Control", "max-age=60")])
     async with edge.client() as client:
-        await client.get("/b")  # /b is now a hit, /a a slow miss
+        await client.get("/b")  # /b is now a hit, /a a miss the origin holds
     raw = (
         b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
         b"GET /b HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
         b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % edge.port
     )
-    out = await raw_exchange(edge.port, raw)
+    exchange = asyncio.ensure_future(raw_exchange(edge.port, raw, timeout=WAIT))
+    # /a reached the origin: the edge has read all three (one write), and the hit /b is ready
+    # to send while /a's answer is held. Only then may /a complete.
+    await gate.reached()
+    gate.open()
+    out = await exchange
     bodies = [part[-4:] for part in out.split(b"HTTP/1.1 200 OK")[1:]]
     assert bodies == [b"AAAA", b"BBBB", b"AAAA"]
 
@@ -294,13 +318,22 @@ async def test_http10_client_gets_close_delimited_or_sized_response(
 
 
 async def test_interim_103_is_relayed(origin: ScriptedOrigin, edge: Edge) -> None:
+    final = Gate()
+
     async def hints(seen: Seen, conn: OriginConnection) -> None:
         conn.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
-        await asyncio.sleep(0.05)
+        await final.hold()
         conn.write(response(200, b"page", [("Cache-Control", "no-store")]))
 
     origin.routes["/hints"] = hints
-    out = await raw_exchange(edge.port, b"GET /hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"GET /hints HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    # The 103 is relayed as it arrives: the final response does not exist yet.
+    interim = await within(reader.readuntil(b"\r\n\r\n"), "the 103 was held back")
+    assert interim == b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    final.open()
+    out = interim + await within(reader.read(), "the final response")
+    writer.close()
     assert out.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
     assert b"HTTP/1.1 200 OK" in out and out.endswith(b"page")
 

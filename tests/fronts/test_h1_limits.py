@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.nodes import Edge, raw_exchange
-from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.scripted_origin import Gate, ScriptedOrigin, fixed
+from tests.support.waiting import WAIT, unchanged_for, within
 
 pytestmark = pytest.mark.asyncio
 
@@ -79,7 +80,7 @@ async def test_header_sent_slowly_in_pieces_is_bounded(edge: Edge, routes: None)
     for _ in range(100):
         writer.write(b"b" * 1000)
         await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 5)
+    out = await within(reader.read(), "the 431 and the close")
     writer.close()
     assert status_of(out) == 431
     await still_serves(edge)
@@ -118,10 +119,18 @@ async def test_absolute_form_authority_replaces_host_upstream(
 async def test_pipelined_requests_before_a_bad_one_are_answered_first(
     edge: Edge, routes: None, origin: ScriptedOrigin
 ) -> None:
-    origin.routes["/slow"] = fixed(200, b"slow", [("Cache-Control", "max-age=60")], delay=0.2)
-    raw = b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /ok HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n"
-    out = await raw_exchange(edge.port, raw)
+    import asyncio
     import re
+
+    gate = Gate()
+    origin.routes["/slow"] = fixed(200, b"slow", [("Cache-Control", "max-age=60")], gate=gate)
+    raw = b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /ok HTTP/1.1\r\nHost: t\r\n\r\nGARBAGE\r\n\r\n"
+    exchange = asyncio.ensure_future(raw_exchange(edge.port, raw, timeout=WAIT))
+    # /slow reached the origin: the edge has read the whole write, GARBAGE included, and its 400
+    # is ready while /slow's answer is held. Only then may /slow complete.
+    await gate.reached()
+    gate.open()
+    out = await exchange
 
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
     assert statuses[:2] == [200, 200] and statuses[2] in (400, 501) and len(statuses) == 3
@@ -165,16 +174,20 @@ async def test_100_continue_is_never_sent_inside_another_response(
     async def echo(seen: Seen, conn: OriginConnection) -> None:
         conn.write(response(200, b"got:" + seen.body))
 
-    origin.routes["/slow"] = fixed(200, b"A" * 5000, [("Cache-Control", "no-store")], delay=0.2)
+    gate = Gate()
+    origin.routes["/slow"] = fixed(200, b"A" * 5000, [("Cache-Control", "no-store")], gate=gate)
     origin.routes["/up"] = echo
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     writer.write(
         b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
         b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
     )
-    await asyncio.sleep(0.4)
+    # /slow reached the origin: the edge has read the POST's head too (one write), and any
+    # 100 Continue it sends for it now would land before /slow's response, which is held.
+    await gate.reached()
+    gate.open()
     writer.write(b"BBBBB")
-    out = await asyncio.wait_for(reader.read(), 5)
+    out = await within(reader.read(), "both responses")
     writer.close()
     first_body_end = out.index(b"A" * 5000) + 5000
     assert b"100 Continue" not in out[:first_body_end]
@@ -191,15 +204,24 @@ async def test_client_that_never_reads_stops_the_edge_reading(
         await client.get("/big")
     request = b"GET /big HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Pad: %s\r\n\r\n" % (edge.port, b"p" * 2000)
     _reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
-    sent = 0
-    try:
-        async with asyncio.timeout(2):
-            for _ in range(20000):
-                writer.write(request)
-                await writer.drain()
-                sent += 1
-    except TimeoutError:
-        pass
+
+    async def write_until_held_back(limit: int) -> int:
+        """Requests written before the edge stopped reading them (``limit`` if it never did)."""
+        for sent in range(limit):
+            writer.write(request)
+            drain = asyncio.ensure_future(writer.drain())
+
+            def progress(drain: asyncio.Future[None] = drain) -> tuple[bool, int]:
+                return drain.done(), writer.transport.get_write_buffer_size()
+
+            while not drain.done():  # the edge is not reading as fast as we write: did it stop?
+                if await unchanged_for(progress):
+                    drain.cancel()
+                    return sent
+            await drain
+        return limit
+
+    sent = await within(write_until_held_back(20000), "the edge neither read nor stopped reading")
     assert sent < 20000, "the edge kept reading (and buffering responses) for a client that reads nothing"
     writer.transport.abort()
     await still_serves(edge)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from edge.upstream.client import UpstreamPool, UpstreamTarget
-from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.scripted_origin import Gate, ScriptedOrigin, fixed
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,14 +28,17 @@ async def test_a_finished_connection_returns_to_the_pool_once(origin: ScriptedOr
 
 
 async def test_a_cancelled_request_closes_its_connection(origin: ScriptedOrigin) -> None:
-    origin.routes["/slow"] = fixed(200, b"late", delay=1.0)
+    gate = Gate()  # never opened: the origin holds the answer for as long as the connection lives
+    origin.routes["/slow"] = fixed(200, b"late", gate=gate)
     pool = UpstreamPool(UpstreamTarget.from_url(origin.url))
     task = asyncio.ensure_future(pool.request(b"GET", b"/slow", [(b"Host", b"t")]))
-    await asyncio.sleep(0.1)
+    await gate.reached()  # the request is on the wire, waiting for its head
+    assert len(origin.live) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.05)
-    assert not origin.live, "the upstream connection was closed, not leaked"
+    assert not pool._idle, "a connection with a request in flight went back to the pool"
+    # The origin would hold this connection open for ever: only the pool closing it ends it.
+    await origin.until(lambda: not origin.live, "the upstream connection was closed, not leaked")
     assert not pool._idle
     pool.close()
