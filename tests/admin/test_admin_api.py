@@ -97,8 +97,10 @@ async def soft_purged(origin: ScriptedOrigin, edge: Edge, admin: Admin) -> None:
 
     assert await purge(admin, url=f"{edge.url}/s", soft=True) == {"purged": 1, "soft": True}
 
-    assert edge.core.store.peek(key) is entry  # still there for stale-if-error / revalidation
-    assert not entry.is_fresh(edge.core.clock())
+    kept = edge.core.store.peek(key)  # still there for stale-if-error / revalidation
+    assert kept is not None and kept.body == entry.body and kept.etag == entry.etag
+    assert not kept.is_fresh(edge.core.clock())
+    assert entry.is_fresh(edge.core.clock()), "a stored entry never changes: a stale copy replaced it"
 
 
 async def test_soft_purge_keeps_the_entry_and_leaves_the_fast_path(

@@ -153,11 +153,9 @@ async def test_upstream_without_range_support_is_cut_locally(origin: ScriptedOri
 
 
 async def test_purging_the_url_drops_its_slices(origin: ScriptedOrigin, edge: Edge) -> None:
-    from edge.cache.purge import purge_url
-
     origin.routes["/p.bin"] = ranged(2 * MiB)
     await get(edge, "/p.bin", Range="bytes=0-9")
-    assert purge_url(edge.core.store, f"{edge.url}/p.bin") == 1
+    assert edge.core.purge("url", f"{edge.url}/p.bin") == 1
     again = await get(edge, "/p.bin", Range="bytes=0-9")
     assert again.headers["x-cache"] == "MISS"
     assert len(ranges_seen(origin, "/p.bin")) == 2
