@@ -55,7 +55,21 @@ def _opt(default: Any, help: str, kind: str = "str") -> Any:
 class Config:
     """All settings of one edge node."""
 
-    upstream: str = _opt("", "URL of the shield or origin that misses are fetched from")
+    upstream: str = _opt("", "URL of the origin (or the one shield) that misses are fetched from")
+    shields: str = _opt(
+        "",
+        "shield nodes tried before the upstream, URL[;weight=N],...: each key goes to one shield "
+        "chosen by rendezvous hashing",
+    )
+    shield_fallback: str = _opt(
+        "origin", "with no healthy shield: origin (go to the upstream) or error (502, or stale where allowed)"
+    )
+    shield_fail_threshold: int = _opt(3, "consecutive failures that mark a shield down", "int")
+    shield_probe_min: float = _opt(
+        1.0, "seconds before a down shield is probed (doubling up to shield_probe_max)", "float"
+    )
+    shield_probe_max: float = _opt(30.0, "longest wait between probes of a down shield", "float")
+    node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
     cache_size: int = _opt(512 * 1024**2, "memory for cached objects (e.g. 512MiB)", "size")
     name: str = _opt("edge", "this node's name in Cache-Status and Via")
@@ -86,6 +100,11 @@ class Config:
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
     )
     admin_token: str = _opt("", "bearer token the admin API requires for purge; empty refuses every purge")
+    purge_peers: str = _opt(
+        "",
+        "admin API URLs (this node's shields) a purge is passed to before this node purges, "
+        "comma-separated, called with admin_token",
+    )
     # -- HTTPS (HTTP/2 + HTTP/1.1 over TLS) and HTTP/3 (QUIC); both need a certificate --
     tls_listen: str = _opt(
         "127.0.0.1:8443",
@@ -121,6 +140,18 @@ class Config:
 
     def validate(self) -> None:
         check_upstream_url(self.upstream)
+        parse_shields(self.shields)
+        for peer in self.peer_admins():
+            if urlsplit(peer).scheme not in ("http", "https") or not urlsplit(peer).hostname:
+                raise ConfigError(f"purge_peers: {peer!r} is not an http(s)://HOST:PORT admin URL")
+        if self.shield_fallback not in ("origin", "error"):
+            raise ConfigError(f"shield_fallback must be origin or error, got {self.shield_fallback!r}")
+        if self.shield_fail_threshold < 1:
+            raise ConfigError("shield_fail_threshold must be at least 1")
+        if not 0 < self.shield_probe_min <= self.shield_probe_max:
+            raise ConfigError("shield probe delays must be positive, shield_probe_min <= shield_probe_max")
+        if self.node_id and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.node_id):
+            raise ConfigError("node_id: letters, digits, '.', '_' and '-' only (at most 64)")
         parse_listen(self.listen)
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
@@ -145,6 +176,10 @@ class Config:
                     f"compress_codings: unsupported coding {coding.decode()!r} (br, zstd, gzip)"
                 )
 
+    def peer_admins(self) -> list[str]:
+        """The admin URLs in ``purge_peers``, in order."""
+        return [p.strip() for p in self.purge_peers.split(",") if p.strip()]
+
     def codings(self) -> tuple[bytes, ...]:
         """The configured compress_codings, in preference order."""
         return tuple(c.strip().lower().encode() for c in self.compress_codings.split(",") if c.strip())
@@ -163,6 +198,30 @@ def check_upstream_url(url: str) -> None:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError as exc:
         raise ConfigError(f"upstream URL {url!r}: {exc}") from None
+
+
+def parse_shields(value: str) -> list[tuple[str, float]]:
+    """``"http://s1:8080;weight=2, http://s2:8080"`` → [(url, weight), ...] (weight 1 by default)."""
+    shields: list[tuple[str, float]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        url, _, params = item.partition(";")
+        url = url.strip()
+        weight = 1.0
+        for param in filter(None, (p.strip() for p in params.split(";"))):
+            name, _, raw = param.partition("=")
+            if name.strip() != "weight":
+                raise ConfigError(f"shields: unknown parameter {name.strip()!r} in {item!r} (only weight=N)")
+            try:
+                weight = float(raw)
+            except ValueError:
+                weight = 0.0
+            if not 0 < weight < 1e6:
+                raise ConfigError(f"shields: weight must be a positive number, got {raw!r} in {item!r}")
+        check_upstream_url(url)
+        if any(url == known for known, _ in shields):
+            raise ConfigError(f"shields: {url} is listed twice")
+        shields.append((url, weight))
+    return shields
 
 
 def parse_listen_list(value: str) -> list[tuple[str, int]]:

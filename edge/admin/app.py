@@ -16,7 +16,8 @@ Rules this module guarantees:
   says what is wrong, never a partial purge.
 - purges run on the event loop, between requests: the store is not
   thread-safe, and the prefix/tag scans are O(n) (see ``edge.cache.purge``).
-- the app talks to the node only through ``EdgeCore.purge`` and ``EdgeCore.stats``.
+- the app talks to the node only through :class:`edge.admin.node.NodeOps` (purge and
+  stats), so a node of several workers answers for all of them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from edge.cache.purge import PURGE_KINDS, PurgeError, PurgeKind
+from edge.admin.node import LocalNode, NodeOps
+from edge.admin.peers import purge_peers
+from edge.cache.purge import PURGE_KINDS, PurgeError, PurgeKind, url_keys
 from edge.core import EdgeCore
 
 __all__ = ["MAX_PURGE_BODY", "METRICS_CONTENT_TYPE", "create_admin_app"]
@@ -84,15 +87,19 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def parse_purge(body: bytes) -> tuple[PurgeKind, str, bool]:
-    """``(kind, argument, soft)`` from a purge body, or :class:`_BadRequest` saying why not."""
+def parse_purge(body: bytes) -> tuple[PurgeKind, str, bool, list[str]]:
+    """``(kind, argument, soft, seen)`` from a purge body, or :class:`_BadRequest` saying why not.
+
+    ``seen`` lists the ids of the nodes a passed-on purge has already reached
+    (``edge.admin.peers``); a purge from an operator has none.
+    """
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadRequest(400, f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _BadRequest(400, 'body must be a JSON object such as {"url": "http://host/path"}')
-    unknown = sorted(set(doc) - {*PURGE_KINDS, "soft"})
+    unknown = sorted(set(doc) - {*PURGE_KINDS, "soft", "seen"})
     if unknown:
         raise _BadRequest(400, f"unknown field(s) {', '.join(unknown)}; use url, prefix, tag or all")
     kinds = [k for k in PURGE_KINDS if k in doc]
@@ -102,14 +109,23 @@ def parse_purge(body: bytes) -> tuple[PurgeKind, str, bool]:
     soft = doc.get("soft", False)
     if not isinstance(soft, bool):
         raise _BadRequest(400, "soft must be true or false")
+    seen = doc.get("seen", [])
+    if not isinstance(seen, list) or not all(isinstance(s, str) for s in seen) or len(seen) > 64:
+        raise _BadRequest(400, "seen must be a list of node ids")
     value = doc[kind]
     if kind == "all":
         if value is not True:
             raise _BadRequest(400, 'all must be true ({"all": true})')
-        return kind, "", soft
+        return kind, "", soft, seen
     if not isinstance(value, str) or not value.strip():
         raise _BadRequest(400, f"{kind} must be a non-empty string")
-    return kind, value, soft
+    return kind, value, soft, seen
+
+
+def url_keys_checked(kind: PurgeKind, target: str) -> None:
+    """Refuse (PurgeError) a URL or prefix no key could be, before peers are asked to purge it."""
+    if kind in ("url", "prefix"):
+        url_keys(target)
 
 
 class _Counters:
@@ -120,8 +136,20 @@ class _Counters:
         self.purged_objects = 0
 
 
-def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | None = None) -> Starlette:
-    """The admin ASGI app for ``core``. ``ready`` says whether /readyz is 200 (default: always)."""
+def create_admin_app(
+    node: NodeOps | EdgeCore,
+    token: str,
+    ready: Callable[[], bool] | None = None,
+    peers: list[str] | None = None,
+) -> Starlette:
+    """The admin ASGI app for ``node`` (a core stands for a node of one worker).
+
+    ``ready`` says whether /readyz is 200 (default: always). ``peers`` are the admin
+    APIs a purge is passed to before this node is purged (``edge.admin.peers``).
+    """
+    if isinstance(node, EdgeCore):
+        node = LocalNode(node)
+    ops: NodeOps = node
     secret = token.encode()
     is_ready = ready or (lambda: True)
     counters = _Counters()
@@ -131,27 +159,35 @@ def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | Non
         if refused is not None:
             return refused
         try:
-            kind, arg, soft = parse_purge(await _read_body(request))
-            purged = core.purge(kind, arg, soft=soft)
+            kind, arg, soft, seen = parse_purge(await _read_body(request))
+            if ops.node_id in seen:
+                return JSONResponse({"purged": 0, "soft": soft, "detail": "already purged on this path"})
+            url_keys_checked(kind, arg)
+            passed_on: list[dict[str, Any]] = []
+            if peers:
+                body = {kind: True if kind == "all" else arg, "soft": soft, "seen": [*seen, ops.node_id]}
+                passed_on = await purge_peers(peers, body, token)
+            answer = await ops.purge(kind, arg, soft)
         except _BadRequest as exc:
             return _error(exc.status, exc.reason)
         except PurgeError as exc:
             return _error(400, str(exc))
         counters.purge_requests[kind] += 1
-        counters.purged_objects += purged
-        return JSONResponse({"purged": purged, "soft": soft})
+        counters.purged_objects += answer["purged"]
+        extra = {"peers": passed_on, "ok": all("error" not in p for p in passed_on)} if peers else {}
+        return JSONResponse({**answer, "purged": answer["purged"], "soft": soft, **extra})
 
     async def stats(request: Request) -> Response:
         refused = _refusal(request, secret)
         if refused is not None:
             return refused
-        return JSONResponse(_stats(core, counters))
+        return JSONResponse(await _stats(ops, counters))
 
     async def metrics(request: Request) -> Response:
         refused = _refusal(request, secret)
         if refused is not None:
             return refused
-        return Response(_exposition(core, counters), media_type=METRICS_CONTENT_TYPE)
+        return Response(_exposition(await _stats(ops, counters), counters), media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -172,54 +208,84 @@ def create_admin_app(core: EdgeCore, token: str, ready: Callable[[], bool] | Non
     )
 
 
-def _stats(core: EdgeCore, counters: _Counters) -> dict[str, Any]:
+async def _stats(node: NodeOps, counters: _Counters) -> dict[str, Any]:
     return {
-        "name": core.config.name,
-        **core.stats(),
+        "name": node.name,
+        **(await node.stats()),
         "purge_requests": dict(counters.purge_requests),
         "purged_objects": counters.purged_objects,
     }
 
 
-def _exposition(core: EdgeCore, counters: _Counters) -> str:
-    """Prometheus text exposition format 0.0.4: HELP and TYPE, then samples."""
-    s = _stats(core, counters)
+_WORKER_METRICS: list[tuple[str, str, str, str]] = [
+    ("edge_cache_entries", "gauge", "URLs held in the store.", "entries"),
+    ("edge_cache_bytes", "gauge", "Bytes charged to stored responses.", "bytes"),
+    ("edge_cache_capacity_bytes", "gauge", "Store capacity in bytes.", "capacity"),
+    (
+        "edge_cache_lookup_hits_total",
+        "counter",
+        "Store lookups that found the key (a request may look up more than once).",
+        "hits",
+    ),
+    ("edge_cache_lookup_misses_total", "counter", "Store lookups that did not.", "misses"),
+    ("edge_cache_inserts_total", "counter", "Responses stored or replaced.", "inserts"),
+    ("edge_cache_evictions_total", "counter", "Entries evicted to stay under capacity.", "evictions"),
+    ("edge_fills_in_flight", "gauge", "Upstream fills in progress.", "fills_in_flight"),
+    (
+        "edge_upstream_requests_total",
+        "counter",
+        "Requests sent upstream (fills, slices, validations, pass-through; each attempt).",
+        "upstream_requests",
+    ),
+    ("edge_hit_for_pass_keys", "gauge", "Keys remembered as uncacheable.", "hit_for_pass_keys"),
+]
+"""Per-worker figures: one sample each, labelled by worker when the node has several."""
+
+
+def _exposition(s: dict[str, Any], counters: _Counters) -> str:
+    """Prometheus text exposition format 0.0.4: HELP and TYPE, then samples.
+
+    A node of several workers labels each worker's samples ``worker="N"`` (sum them for
+    the node); a node of one worker has no worker label.
+    """
     out: list[str] = []
+    workers: list[dict[str, Any]] = s.get("workers") or [s]
+    label = "workers" in s
 
     def metric(name: str, kind: str, text: str, samples: list[tuple[str, int | float]]) -> None:
         out.append(f"# HELP {name} {text}")
         out.append(f"# TYPE {name} {kind}")
         out.extend(f"{name}{labels} {value}" for labels, value in samples)
 
-    metric("edge_cache_entries", "gauge", "URLs held in the store.", [("", s["entries"])])
-    metric("edge_cache_bytes", "gauge", "Bytes charged to stored responses.", [("", s["bytes"])])
-    metric("edge_cache_capacity_bytes", "gauge", "Store capacity in bytes.", [("", s["capacity"])])
+    def labels(pairs: dict[str, object]) -> str:
+        inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs.items())
+        return "{" + inner + "}" if inner else ""
+
+    for name, kind, text, key in _WORKER_METRICS:
+        metric(
+            name, kind, text, [(labels({"worker": w["worker"]} if label else {}), w[key]) for w in workers]
+        )
+    upstream_samples: dict[str, list[tuple[str, int | float]]] = {"up": [], "requests": [], "failures": []}
+    for w in workers:
+        for up in w.get("upstreams", []):
+            pairs: dict[str, object] = {"upstream": up["name"], "kind": up["kind"]}
+            if label:
+                pairs["worker"] = w["worker"]
+            upstream_samples["up"].append((labels(pairs), 1 if up["up"] else 0))
+            upstream_samples["requests"].append((labels(pairs), up["requests"]))
+            upstream_samples["failures"].append((labels(pairs), up["failures_total"]))
+    metric("edge_upstream_up", "gauge", "1 while an upstream's circuit is closed.", upstream_samples["up"])
     metric(
-        "edge_cache_lookup_hits_total",
+        "edge_upstream_attempts_total",
         "counter",
-        "Store lookups that found the key (a request may look up more than once).",
-        [("", s["hits"])],
+        "Requests sent to each upstream (sibling worker, shield, origin).",
+        upstream_samples["requests"],
     )
-    metric("edge_cache_lookup_misses_total", "counter", "Store lookups that did not.", [("", s["misses"])])
-    metric("edge_cache_inserts_total", "counter", "Responses stored or replaced.", [("", s["inserts"])])
     metric(
-        "edge_cache_evictions_total",
+        "edge_upstream_failures_total",
         "counter",
-        "Entries evicted to stay under capacity.",
-        [("", s["evictions"])],
-    )
-    metric("edge_fills_in_flight", "gauge", "Upstream fills in progress.", [("", s["fills_in_flight"])])
-    metric(
-        "edge_upstream_requests_total",
-        "counter",
-        "Requests sent to the upstream (fills and pass-through).",
-        [("", s["upstream_requests"])],
-    )
-    metric(
-        "edge_hit_for_pass_keys",
-        "gauge",
-        "Keys remembered as uncacheable.",
-        [("", s["hit_for_pass_keys"])],
+        "Failures counted against each upstream's health.",
+        upstream_samples["failures"],
     )
     metric(
         "edge_purge_requests_total",
@@ -234,3 +300,7 @@ def _exposition(core: EdgeCore, counters: _Counters) -> str:
         [("", s["purged_objects"])],
     )
     return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -14,6 +14,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from edge.admin.app import create_admin_app
+from edge.admin.node import NodeOps
 from edge.config import parse_listen
 from edge.core import EdgeCore
 
@@ -28,11 +29,12 @@ def bind_admin(listen: str) -> socket.socket:
 
 
 async def serve_admin(
-    core: EdgeCore,
+    node: NodeOps | EdgeCore,
     listen: str,
     token: str,
     shutdown: asyncio.Event,
     sock: socket.socket | None = None,
+    peers: list[str] | None = None,
 ) -> None:
     """Serve the admin API on ``listen`` until ``shutdown`` is set.
 
@@ -48,6 +50,6 @@ async def serve_admin(
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0
-    app = create_admin_app(core, token, ready=lambda: not shutdown.is_set())
+    app = create_admin_app(node, token, ready=lambda: not shutdown.is_set(), peers=peers)
     # Starlette's ASGI types are looser than Hypercorn's Framework union; the app is plain ASGI 3.
     await serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")  # type: ignore[arg-type]

@@ -42,9 +42,11 @@ FAST_HIT_APPLIES = frozenset({b"host", b"accept-encoding"})
 """Request fields the fast hit applies itself: Host is part of the key, Accept-Encoding picks
 the compressed sibling. (The fields a response's Vary names go through the secondary key.)"""
 
-MISS_ONLY_FIELDS = frozenset({b"authorization", b"x-forwarded-proto"})
+MISS_ONLY_FIELDS = frozenset({b"authorization", b"x-forwarded-proto", b"cdn-loop", b"max-forwards"})
 """Request fields read only when a request goes upstream or its response is stored
-(RFC 9111 §3.5 for Authorization; the forwarding fields): a hit never needs them."""
+(RFC 9111 §3.5 for Authorization; the forwarding fields; CDN-Loop, which stops a
+request that would go upstream in a loop, RFC 8586; Max-Forwards, read only for
+OPTIONS and TRACE): a hit never needs them."""
 
 
 class Reuse(enum.Enum):

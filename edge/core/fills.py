@@ -31,7 +31,7 @@ from edge.cache.memory import MemoryTier
 from edge.cache.slices import SliceMeta
 from edge.cache.validation import conditional_fields, validators_match
 from edge.config import Config
-from edge.core.gateway import FILL_DROPPED_FIELDS, Gateway
+from edge.core.gateway import Gateway
 from edge.core.respond import Responder
 from edge.core.slices import Slices
 from edge.http.fields import Headers, declared_length, get_one
@@ -138,12 +138,10 @@ class Fills:
         if adopted is not None:
             resp, request_time = adopted
         else:
-            headers = self.gateway.fields_for(req, drop=FILL_DROPPED_FIELDS)
-            if stale is not None:
-                headers += conditional_fields(stale)
+            conditions = conditional_fields(stale) if stale is not None else []
             request_time = self.clock()
             try:
-                resp = await self.gateway.request(GET, req.target, headers, on_interim=interim)
+                resp = await self.gateway.fetch(req, fill.key, conditions, on_interim=interim)
             except UpstreamError as exc:
                 fill.fail_head(exc)
                 return

@@ -1,8 +1,9 @@
 """Requests the cache does not answer: sent upstream as they are, the answer relayed, nothing stored.
 
 Guarantees:
-- the request goes upstream with its body (fields as ``Gateway.fields_for`` builds them)
-  and the answer is relayed whatever its status, 1xx included;
+- the request goes upstream with its body (fields as ``Gateway.fields_for`` builds them),
+  never through a sibling worker, and the answer is relayed whatever its status, 1xx
+  included;
 - after a successful unsafe method (RFC 9111 §4.4) the target URL, and the same-origin
   Location / Content-Location of the answer, are dropped from the cache.
 """
@@ -36,20 +37,18 @@ class Forwarder:
 
     async def forward(self, req: Request, sink: ResponseSink, fwd: Fwd, detail: bytes | None = None) -> None:
         """Send ``req`` upstream as is and relay the answer."""
-        headers = self.gateway.fields_for(req)
+        key = primary_key(req)
         try:
-            resp = await self.gateway.request(
-                req.method, req.target, headers, req.body, on_interim=sink.interim
-            )
+            resp = await self.gateway.forward(req, key, on_interim=sink.interim)
         except UpstreamError as exc:
             await self.responder.send_upstream_error(sink, req, fwd, exc)
             return
         await self.responder.relay(req, sink, resp, fwd, detail)
         if req.method not in SAFE_METHODS and 200 <= resp.status < 400:
-            self._invalidate_after_unsafe(req, resp.headers)
+            self._invalidate_after_unsafe(req, key, resp.headers)
 
-    def _invalidate_after_unsafe(self, req: Request, headers: Headers) -> None:
-        self.memory.drop_response(primary_key(req))
+    def _invalidate_after_unsafe(self, req: Request, key: bytes, headers: Headers) -> None:
+        self.memory.drop_response(key)
         for name in (b"location", b"content-location"):
             value = get_one(headers, name)
             if not value:

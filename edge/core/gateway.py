@@ -1,25 +1,41 @@
-"""The requests the core sends upstream: which fields go, to which pool, and how many were sent.
+"""The requests the core sends upstream: which fields go, and to which upstream.
+
+The ``Router`` (``edge.upstream.router``) picks the upstream for a key (the sibling
+worker that owns it, the key's shield, the origin) and retries; this module says what
+each of them is sent.
 
 Guarantees:
 - hop-by-hop fields and those Connection names are never forwarded; Content-Length is
-  re-framed by the client from the buffered body;
-- Host is the operator's ``upstream_host`` when set, else the client's (or the
-  upstream's own name when the client sent none);
-- X-Forwarded-For gains the client's address, X-Forwarded-Proto is added when the
-  client sent none, and Via names this node with the client's protocol version;
-- a fill never forwards the client's own preconditions or Range
-  (``FILL_DROPPED_FIELDS``): they are answered from the stored response;
-- every request that goes upstream is counted once in ``requests``, failed ones included.
+  re-framed by the client from the buffered body; a client's own ``Edge-Internal`` is
+  never forwarded;
+- a fill, a slice or a validation never forwards the client's own preconditions or
+  Range (``FILL_DROPPED_FIELDS``): they are answered from the stored response;
+- to the origin, Host is the operator's ``upstream_host`` when set; a shield gets the
+  client's Host (it keys by it, and applies its own ``upstream_host``);
+- leaving the node (shield or origin), X-Forwarded-For gains the client's address,
+  X-Forwarded-Proto is added when the client sent none, Via names this node with the
+  client's protocol version, and CDN-Loop (RFC 8586) carries this node's id, so a
+  request that comes back to the node is refused (508) instead of looping;
+- a sibling worker gets the client's request as it came plus ``Edge-Internal``
+  (client, scheme, version): it is the same node, so it adds the node's fields itself
+  when the request leaves the node;
+- OPTIONS and TRACE leave with ``Max-Forwards`` one lower (RFC 9110 §7.6.2);
+- every request that goes upstream (each attempt) is counted in ``requests``.
 """
 
 from __future__ import annotations
 
-from edge.config import Config
-from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens
+from collections.abc import Callable, Iterable, Sequence
+
+from edge.config import Config, parse_shields
+from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, is_token
+from edge.http.internal import INTERNAL_FIELD, format_internal
 from edge.http.message import Request
 from edge.upstream.client import InterimCallback, UpstreamPool, UpstreamResponse, UpstreamTarget
+from edge.upstream.health import Health
+from edge.upstream.router import Router, Upstream
 
-__all__ = ["FILL_DROPPED_FIELDS", "Gateway"]
+__all__ = ["FILL_DROPPED_FIELDS", "Gateway", "build_router"]
 
 FILL_DROPPED_FIELDS = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"}
@@ -27,60 +43,124 @@ FILL_DROPPED_FIELDS = frozenset(
 """Client preconditions and ranges are answered here; a fill wants the whole 200 to store."""
 
 NO_FIELDS: frozenset[bytes] = frozenset()
+GET = b"GET"
+MAX_FORWARDS_METHODS = (b"OPTIONS", b"TRACE")
 
 
 class Gateway:
-    """One node's way upstream: the pooled client and the fields every request carries."""
+    """One worker's way upstream: the router and the fields each kind of upstream is sent."""
 
-    def __init__(self, config: Config, pool: UpstreamPool | None = None) -> None:
-        target = UpstreamTarget.from_url(config.upstream)
-        self.pool = pool or UpstreamPool(
-            target, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
-        )
+    def __init__(self, config: Config, router: Router, node_id: str) -> None:
+        self.router = router
         self.upstream_host = config.upstream_host.encode() or None
-        self.default_host = target.host_header
         self.name = config.name.encode()
-        self.requests = 0
-        """Requests sent upstream (fills, slices, validations and pass-through)."""
+        pseudonym = self.name if is_token(self.name) else b"edge"
+        self.cdn_loop = b"%s; node=%s" % (pseudonym, node_id.encode())
+        """This node's CDN-Loop member (RFC 8586)."""
 
-    def fields_for(self, req: Request, drop: frozenset[bytes] = NO_FIELDS) -> Headers:
-        """The fields to send upstream for ``req``, without those in ``drop``."""
+    @property
+    def requests(self) -> int:
+        """Requests sent upstream (each attempt, fills, slices, validations and pass-through)."""
+        return self.router.requests
+
+    async def fetch(
+        self,
+        req: Request,
+        key: bytes,
+        extra: Iterable[tuple[bytes, bytes]] = (),
+        on_interim: InterimCallback | None = None,
+    ) -> UpstreamResponse:
+        """GET ``req``'s target for the cache (a fill, a slice, a validation), with ``extra`` fields."""
+        extra = list(extra)
+
+        def fields_for(upstream: Upstream) -> Headers:
+            return [*self.fields_for(req, upstream, FILL_DROPPED_FIELDS), *extra]
+
+        resp, _ = await self.router.request(key, GET, req.target, fields_for, on_interim=on_interim)
+        return resp
+
+    async def forward(
+        self, req: Request, key: bytes, on_interim: InterimCallback | None = None
+    ) -> UpstreamResponse:
+        """Send ``req`` as it came (method, body): a pass-through, never through a sibling."""
+
+        def fields_for(upstream: Upstream) -> Headers:
+            return self.fields_for(req, upstream)
+
+        resp, _ = await self.router.request(
+            key, req.method, req.target, fields_for, req.body, on_interim, sibling=False
+        )
+        return resp
+
+    def fields_for(self, req: Request, upstream: Upstream, drop: frozenset[bytes] = NO_FIELDS) -> Headers:
+        """The fields to send ``upstream`` for ``req``, without those in ``drop``."""
         named = connection_tokens(req.headers)
+        leaving = upstream.kind != "sibling"
         out: Headers = []
         forwarded_for = None
+        max_forwards = req.method in MAX_FORWARDS_METHODS
         for name, value in req.headers:
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname in named or lname in drop:
+            if lname in HOP_BY_HOP or lname in named or lname in drop or lname == INTERNAL_FIELD:
                 continue
             if lname == b"host":
-                if self.upstream_host:
+                if self.upstream_host and upstream.kind == "origin":
                     value = self.upstream_host
-            elif lname == b"x-forwarded-for":
+            elif lname == b"x-forwarded-for" and leaving:
                 forwarded_for = value
                 continue
             elif lname == b"content-length":
                 continue  # re-framed by the client from the buffered body
+            elif lname == b"max-forwards" and max_forwards and leaving and value.strip().isdigit():
+                value = b"%d" % max(0, int(value) - 1)
             out.append((name, value))
         if b"host" not in req.fields:
-            out.insert(0, (b"Host", self.upstream_host or req.host or self.default_host))
+            host = self.upstream_host if upstream.kind == "origin" and self.upstream_host else None
+            out.insert(0, (b"Host", host or req.host or upstream.pool.target.host_header))
+        if not leaving:
+            out.append((b"Edge-Internal", format_internal(req.client, req.scheme, req.http_version)))
+            return out
         client = req.client.encode()
         out.append((b"X-Forwarded-For", forwarded_for + b", " + client if forwarded_for else client))
         if b"x-forwarded-proto" not in req.fields:
             out.append((b"X-Forwarded-Proto", req.scheme))
-        out.append((b"Via", (req.http_version.encode() + b" " + self.name)))
+        out.append((b"Via", req.http_version.encode() + b" " + self.name))
+        out.append((b"CDN-Loop", self.cdn_loop))
         return out
 
-    async def request(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes = b"",
-        on_interim: InterimCallback | None = None,
-    ) -> UpstreamResponse:
-        """Send one request upstream and wait for its head (see ``UpstreamPool.request``)."""
-        self.requests += 1
-        return await self.pool.request(method, target, headers, body, on_interim=on_interim)
-
     def close(self) -> None:
-        self.pool.close()
+        self.router.close()
+
+
+def build_router(config: Config, clock: Callable[[], float], siblings: Sequence[str | None] = ()) -> Router:
+    """The upstreams ``config`` names (origin, shields) and the node's sibling workers.
+
+    ``siblings`` has one entry per worker of the node, in worker order: the Unix socket
+    path its cache hop listens on, or None for this worker itself.
+    """
+
+    def pool(target: UpstreamTarget) -> UpstreamPool:
+        return UpstreamPool(target, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
+
+    def health() -> Health:
+        return Health(config.shield_fail_threshold, config.shield_probe_min, config.shield_probe_max)
+
+    origin = Upstream(
+        config.upstream.encode(), "origin", pool(UpstreamTarget.from_url(config.upstream)), health=health(),
+        name=config.upstream,
+    )  # fmt: skip
+    shields = [
+        Upstream(url.encode(), "shield", pool(UpstreamTarget.from_url(url)), weight, health(), url)
+        for url, weight in parse_shields(config.shields)
+    ]
+    workers = [
+        None
+        if path is None
+        else Upstream(
+            b"worker-%d" % i, "sibling", pool(UpstreamTarget.unix_socket(path)), 1.0, health(), f"worker {i}"
+        )
+        for i, path in enumerate(siblings)
+    ]
+    return Router(
+        origin, shields, fallback_to_origin=config.shield_fallback == "origin", siblings=workers, clock=clock
+    )

@@ -26,9 +26,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from edge.cache import stale as stale_rules
 from edge.cache.admission import AdmissionRules
@@ -44,14 +45,13 @@ from edge.config import Config, parse_ttl_rules
 from edge.core.codings import Compressor
 from edge.core.fills import Fills
 from edge.core.forward import Forwarder
-from edge.core.gateway import Gateway
+from edge.core.gateway import Gateway, build_router
 from edge.core.misses import Misses
 from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
 from edge.core.slices import Slices
-from edge.http.fields import Headers
+from edge.http.fields import Headers, split_list
 from edge.http.message import Request
-from edge.upstream.client import UpstreamPool
 
 __all__ = ["EdgeCore"]
 
@@ -71,9 +71,11 @@ class EdgeCore:
         self,
         config: Config,
         store: Store | None = None,
-        pool: UpstreamPool | None = None,
         clock: Callable[[], float] = time.time,
+        siblings: Sequence[str | None] = (),
     ) -> None:
+        """``siblings``: the node's workers in order, each the Unix socket path of its cache hop
+        (None for this worker); empty for a node of one worker."""
         self.config = config
         self.clock = clock
         self.store: Store = store if store is not None else make_store(config.cache_size)
@@ -84,7 +86,11 @@ class EdgeCore:
         """Fields every fresh hit carries besides Age and Cache-Status (see :meth:`hit_status`)."""
         ttls = DefaultTtls(parse_ttl_rules(config.default_ttl))
         self.compressor = Compressor(config, self.memory)
-        self.gateway = Gateway(config, pool)
+        self.node_id = config.node_id or secrets.token_hex(8)
+        """This node's id in CDN-Loop: the wiring gives all workers of a node the same one."""
+        self.gateway = Gateway(config, build_router(config, clock, siblings), self.node_id)
+        self.node_param = b"node=" + self.node_id.encode()
+        """How this node's member of CDN-Loop ends: a request carrying it already passed here."""
         self.responder = Responder(
             cache_name(config.name), b"1.1 " + config.name.encode(), self.compressor, clock
         )
@@ -122,6 +128,16 @@ class EdgeCore:
             return self.compressor.representation(entry, req)
         return entry
 
+    @property
+    def cache_name(self) -> bytes:
+        """This node's name as its Cache-Status member writes it."""
+        return self.responder.name
+
+    @property
+    def via(self) -> bytes:
+        """The Via value this node adds to responses."""
+        return self.responder.via
+
     def hit_status(self, ttl: int) -> bytes:
         """Cache-Status value of a fresh hit with ``ttl`` seconds of freshness left."""
         return bytes(self.responder.hit(ttl))
@@ -129,8 +145,14 @@ class EdgeCore:
     # -- every other request -------------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:
         """Answer ``req`` on ``sink``: hit, stale, revalidation, collapsed fill or pass."""
+        if b"cdn-loop" in req.fields and self._looped(req):
+            await self.responder.send_loop_detected(sink, req)
+            return
         if req.method not in (GET, HEAD):
-            await self.forwarder.forward(req, sink, b"request")
+            if req.method in (b"OPTIONS", b"TRACE") and req.fields.get(b"max-forwards", b"").strip() == b"0":
+                await self.responder.send_final_options(sink, req)
+            else:
+                await self.forwarder.forward(req, sink, b"request")
             return
         now = self.clock()
         key = primary_key(req)
@@ -184,6 +206,16 @@ class EdgeCore:
                 return
         await self.misses.serve(req, sink, key, fwd, entry, request_cc)
 
+    def _looped(self, req: Request) -> bool:
+        """Whether the request already passed this node (its CDN-Loop carries our node id)."""
+        value = req.fields.get(b"cdn-loop")
+        if value is None:
+            return False
+        node = self.node_param
+        return any(
+            param.strip() == node for member in split_list([value]) for param in member.split(b";")[1:]
+        )
+
     async def _range_miss(self, req: Request, sink: ResponseSink, key: bytes) -> None:
         """A Range request for an object not in cache: one slice-sized upstream request."""
         adopted = await self.slices.range_miss(req, sink, key, b"uri-miss")
@@ -223,6 +255,10 @@ class EdgeCore:
             "upstream_requests": self.gateway.requests,
             "hit_for_pass_keys": len(self.fills.pass_keys),
         }
+
+    def upstreams(self) -> list[dict[str, object]]:
+        """Every upstream (sibling workers, shields, origin) with its health and counters."""
+        return self.gateway.router.stats()
 
     @property
     def compressions(self) -> Counter[bytes]:

@@ -41,7 +41,11 @@ __all__ = ["Responder"]
 
 GET, HEAD = b"GET", b"HEAD"
 
-_REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout"}
+_REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout", 508: b"Loop Detected"}
+
+ALLOW = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+"""What a node answers OPTIONS with when it is the final recipient: it caches GET and
+HEAD and forwards the other methods."""
 
 NOT_MODIFIED_KEEPS = NOT_MODIFIED_FIELDS | {b"age", b"cache-status", b"x-cache", b"via"}
 """What a 304 answered from cache carries of the 200's fields."""
@@ -195,6 +199,26 @@ class Responder:
             await self.send_error(sink, req, 504, self.forwarded(fwd, detail=b"upstream-timeout"), str(exc))
         else:
             await self.send_error(sink, req, 502, self.forwarded(fwd, detail=b"upstream-error"), str(exc))
+
+    async def send_loop_detected(self, sink: ResponseSink, req: Request) -> None:
+        """508: the request's CDN-Loop shows it already passed this node; it goes no further."""
+        await self.send_error(
+            sink, req, 508, self.forwarded(b"bypass", detail=b"loop"), "this request already passed this node"
+        )
+
+    async def send_final_options(self, sink: ResponseSink, req: Request) -> None:
+        """OPTIONS or TRACE with ``Max-Forwards: 0``: answered here (RFC 9110 §7.6.2), never forwarded.
+
+        Health probes between tiers use ``OPTIONS *`` this way: the answer says this node
+        is up without involving the ones above it. TRACE is not echoed (405).
+        """
+        status = bytes(self.forwarded(b"method", detail=b"max-forwards"))
+        headers = [(b"Allow", ALLOW), (b"Cache-Status", status), (b"Date", format_http_date(self.clock()))]
+        if req.method == b"OPTIONS":
+            sink.start(200, b"OK", headers, 0)
+        else:
+            sink.start(405, b"Method Not Allowed", headers, 0)
+        sink.end()
 
     async def send_error(
         self, sink: ResponseSink, req: Request, code: int, status: CacheStatus, why: str

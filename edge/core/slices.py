@@ -29,7 +29,7 @@ from edge.cache.status import CacheStatus, Fwd
 from edge.cache.storability import why_not_storable
 from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
 from edge.config import Config
-from edge.core.gateway import FILL_DROPPED_FIELDS, Gateway
+from edge.core.gateway import Gateway
 from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
 from edge.http.fields import get_all, get_one
@@ -89,11 +89,7 @@ class Slices:
         result: bytes | None = None
         try:
             start, end = meta.span(index)
-            headers = [
-                *self.gateway.fields_for(req, drop=FILL_DROPPED_FIELDS),
-                (b"Range", b"bytes=%d-%d" % (start, end)),
-            ]
-            resp = await self.gateway.request(GET, req.target, headers)
+            resp = await self.gateway.fetch(req, meta.entry.key, [(b"Range", b"bytes=%d-%d" % (start, end))])
             try:
                 if not meta.accepts(index, resp.status, resp.headers):
                     # The object changed upstream: forget it; the next request starts afresh.
@@ -128,10 +124,9 @@ class Slices:
         start_text = first.partition(b"-")[0].strip()
         # A start offset gives an aligned slice; a suffix range is asked as is (the length is unknown yet).
         spec = aligned_spec(int(start_text), self.size)[1] if start_text.isdigit() else b"bytes=" + first
-        headers = [*self.gateway.fields_for(req, drop=FILL_DROPPED_FIELDS), (b"Range", spec)]
         request_time = self.clock()
         try:
-            resp = await self.gateway.request(GET, req.target, headers, on_interim=sink.interim)
+            resp = await self.gateway.fetch(req, key, [(b"Range", spec)], on_interim=sink.interim)
         except UpstreamError as exc:
             await self.responder.send_upstream_error(sink, req, fwd, exc)
             return None
@@ -230,14 +225,11 @@ class Slices:
         """
         if meta.entry.etag is None and meta.entry.last_modified is None:
             return None
-        headers = [
-            *self.gateway.fields_for(req, drop=FILL_DROPPED_FIELDS),
-            *conditional_fields(meta.entry),
-            (b"Range", b"bytes=0-0"),
-        ]
         request_time = self.clock()
         try:
-            resp = await self.gateway.request(GET, req.target, headers)
+            resp = await self.gateway.fetch(
+                req, meta.entry.key, [*conditional_fields(meta.entry), (b"Range", b"bytes=0-0")]
+            )
         except UpstreamError:
             return None
         try:

@@ -58,6 +58,9 @@ MAX_PIPELINE = 32
 class H1Protocol(asyncio.Protocol):
     """One client connection."""
 
+    sink_class: type[H1Sink]
+    """What the slow path writes its response to (a sibling worker's front filters it)."""
+
     def __init__(self, core: EdgeCore, config: Config, scheme: bytes = b"http"):
         self.core = core
         self.scheme = scheme
@@ -324,7 +327,7 @@ class H1Protocol(asyncio.Protocol):
         self.active = asyncio.get_running_loop().create_task(self._serve(req, keep_alive))
 
     async def _serve(self, req: Request, keep_alive: bool) -> None:
-        sink = H1Sink(self, req, keep_alive)
+        sink = self.sink_class(self, req, keep_alive)
         try:
             await serve_guarded(self.core.serve, req, sink)
         finally:
@@ -450,3 +453,6 @@ class H1Sink:
         self.keep_alive = False
         if self.proto.transport is not None:
             self.proto.transport.abort()
+
+
+H1Protocol.sink_class = H1Sink

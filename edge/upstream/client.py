@@ -49,11 +49,20 @@ class UpstreamTimeout(UpstreamError):
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
-    """Where misses go: scheme, host and port of the shield or origin."""
+    """Where misses go: host and port of the shield or origin, or a Unix socket (a sibling worker)."""
 
     host: str
     port: int
     host_header: bytes
+    unix: str = ""
+    """Path of a Unix stream socket to connect to instead of host and port."""
+
+    @classmethod
+    def unix_socket(cls, path: str) -> UpstreamTarget:
+        return cls("localhost", 0, b"localhost", path)
+
+    def __str__(self) -> str:
+        return f"unix:{self.unix}" if self.unix else f"{self.host}:{self.port}"
 
     @classmethod
     def from_url(cls, url: str) -> UpstreamTarget:
@@ -279,17 +288,19 @@ class UpstreamPool:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        target = self.target
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.target.host, self.target.port
-                )
+                if target.unix:
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(self), target.unix)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self), target.host, target.port
+                    )
         except TimeoutError:
-            raise UpstreamTimeout(f"connect to {self.target.host}:{self.target.port} timed out") from None
+            raise UpstreamTimeout(f"connect to {target} timed out") from None
         except OSError as exc:
-            raise UpstreamError(
-                f"cannot connect to {self.target.host}:{self.target.port}: {exc.strerror or exc}"
-            ) from None
+            raise UpstreamError(f"cannot connect to {target}: {exc.strerror or exc}") from None
         return conn
 
     def _return(self, conn: _Connection) -> None:

@@ -5,19 +5,24 @@ Listeners of one node: cleartext HTTP/1.1 (the fast front), HTTPS over TCP
 the QUIC library), and the admin API. TLS and QUIC start only when a
 certificate is configured (``--cert/--key`` or ``--dev-cert``).
 
-With ``--workers N`` every process serves cleartext and TLS on shared ports
-(SO_REUSEPORT), but QUIC runs in the first process only: with SO_REUSEPORT
-the kernel spreads UDP datagrams by address hash, and a connection that
-migrates or whose packets hash differently lands in a process that never saw
-its Initial packet (pgjones/hypercorn#114). Connection-ID-aware steering
-(an eBPF reuseport program) would lift this; until then one QUIC process.
+With ``--workers N`` every process serves cleartext, TLS and QUIC on shared ports
+(SO_REUSEPORT) and the workers act as one cache (``edge.wiring.workers``): each listens
+for its siblings on a private Unix socket, and the first one's admin API answers for
+all of them. The kernel spreads UDP datagrams over the workers by a hash of the
+client's address and port, so every packet of a QUIC connection reaches the worker
+that saw its Initial while the client keeps its address; a client whose address
+changes mid-connection (NAT rebinding, migration) lands on a worker that does not
+know the connection and must reconnect (pgjones/hypercorn#114; steering by
+connection ID would need an eBPF reuseport program).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -31,7 +36,9 @@ from edge.config import Config, ConfigError, parse_listen, parse_listen_list
 from edge.core import EdgeCore
 from edge.fronts.h1 import H1Protocol
 from edge.fronts.h3 import QuicListener
+from edge.fronts.sibling import SiblingProtocol
 from edge.wiring.tls import Certificate, bind_many
+from edge.wiring.workers import WorkerPlace, make_run_dir
 
 
 class StartupError(OSError):
@@ -101,15 +108,34 @@ def secure_banner(config: Config, secure: Secure) -> str:
     return "\n".join(lines)
 
 
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix stream socket at ``path`` (a stale file from an earlier run is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(
     config: Config,
     sock: socket.socket,
     ready: Callable[[], None] | None = None,
     admin_sock: socket.socket | None = None,
     secure: Secure | None = None,
+    place: WorkerPlace | None = None,
 ) -> None:
-    """Run one worker until SIGINT/SIGTERM; the admin API runs beside it when given a socket."""
-    core = EdgeCore(config)
+    """Run one worker until SIGINT/SIGTERM; the admin API runs beside it when given a socket.
+
+    ``place`` says where the worker sits in a node of several: it then serves its
+    siblings on its cache socket and the admin API's fan-out on its control socket.
+    """
+    from edge.admin.node import LocalNode
+    from edge.admin.server import serve_admin
+
+    core = EdgeCore(config, siblings=place.siblings() if place is not None else ())
     server = await start_h1(core, config, sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,12 +145,22 @@ async def serve(
     quic: QuicListener | None = None
     if secure is not None:
         tls, quic = await start_secure(core, config, secure, stop)
-    admin: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
+    inner: asyncio.Server | None = None
+    local = LocalNode(core, place.index if place is not None else 0)
+    if place is not None:
+        cache_sock = bind_unix(place.cache_socket(place.index))
+        inner = await loop.create_unix_server(lambda: SiblingProtocol(core, config), sock=cache_sock)
+        control_sock = bind_unix(place.control_socket(place.index))
+        tasks.append(loop.create_task(serve_admin(local, "", place.control_token, stop, sock=control_sock)))
     if admin_sock is not None:
-        from edge.admin.server import serve_admin
+        from edge.wiring.workers import WorkerGroup
 
-        admin = loop.create_task(
-            serve_admin(core, config.admin_listen, config.admin_token, stop, sock=admin_sock)
+        node = WorkerGroup(local, place) if place is not None else local
+        tasks.append(
+            loop.create_task(
+                serve_admin(node, config.admin_listen, config.admin_token, stop, sock=admin_sock)
+            )
         )
     if ready is not None:
         ready()
@@ -132,21 +168,28 @@ async def serve(
             print(secure_banner(config, secure), flush=True)
     await stop.wait()
     server.close()
+    if inner is not None:
+        inner.close()
     if quic is not None:
         quic.close()
     if tls is not None:
         await tls
-    if admin is not None:
-        await admin
+    for task in tasks:
+        await task
     await core.aclose()
 
 
-def _worker(config: Config, cert: Certificate | None) -> None:
+def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> None:
+    """A spawned worker: bind the public ports beside the first worker's (SO_REUSEPORT) and serve."""
     sock = bind_tcp(config.listen, reuse_port=True)
     secure = None
-    if cert is not None and config.tls_listen:
-        secure = Secure(cert, tls=bind_many(config.tls_listen, socket.SOCK_STREAM, reuse_port=True))
-    uvloop.run(serve(config, sock, secure=secure))
+    if cert is not None:
+        secure = Secure(
+            cert,
+            tls=bind_many(config.tls_listen, socket.SOCK_STREAM, reuse_port=True),
+            quic=bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=True),
+        )
+    uvloop.run(serve(config, sock, secure=secure, place=place))
 
 
 def prepare_secure(config: Config) -> Certificate | None:
@@ -178,7 +221,7 @@ def _bind_secure(config: Config, cert: Certificate, reuse: bool) -> Secure:
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.tls_listen} (tls): {exc.strerror or exc}") from None
     try:
-        secure.quic = bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=False)
+        secure.quic = bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=reuse)
     except OSError as exc:
         for sock in secure.tls:
             sock.close()
@@ -189,10 +232,12 @@ def _bind_secure(config: Config, cert: Certificate, reuse: bool) -> Secure:
 def run(config: Config, ready: Callable[[], None] | None = None) -> None:
     """Bind first (so a busy port fails loudly), then serve with ``config.workers`` processes.
 
-    The admin API runs in the first process only: each worker has its own
-    store, so with ``--workers`` > 1 a purge reaches the first worker's cache.
-    QUIC also runs in the first process only (see the module docstring).
+    The admin API listens in the first process and answers for every worker
+    (``edge.wiring.workers``). The node's id (CDN-Loop) is made here when the config
+    gives none, so every worker of the node carries the same one.
     """
+    if not config.node_id:
+        config.node_id = secrets.token_hex(8)
     reuse = config.workers > 1
     cert = prepare_secure(config)  # before the h1 front is built: it reads config.alt_svc
     sock = bind_tcp(config.listen, reuse_port=reuse)
@@ -219,16 +264,20 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> None:
     if config.workers == 1:
         uvloop.run(serve(config, sock, ready, admin_sock, secure))
         return
+    run_dir = make_run_dir()
+    token = secrets.token_urlsafe(24)
+    places = [WorkerPlace(i, config.workers, run_dir, token) for i in range(config.workers)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, cert), daemon=True) for _ in range(config.workers - 1)]
+    procs = [ctx.Process(target=_worker, args=(config, cert, place), daemon=True) for place in places[1:]]
     for proc in procs:
         proc.start()
     try:
-        uvloop.run(serve(config, sock, ready, admin_sock, secure))
+        uvloop.run(serve(config, sock, ready, admin_sock, secure, places[0]))
     finally:
         for proc in procs:
             if proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.join(timeout=5)
+        places[0].remove()
     sys.stdout.flush()

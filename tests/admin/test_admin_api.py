@@ -220,7 +220,7 @@ async def test_stats_and_metrics_after_traffic(origin: ScriptedOrigin, edge: Edg
             _, _, name, kind = line.split(" ")
             types[name] = kind
         elif not line.startswith("# HELP "):
-            m = re.fullmatch(r'(edge_[a-z_]+)(\{kind="[a-z]+"\})? (\d+(?:\.\d+)?)', line)
+            m = re.fullmatch(r'(edge_[a-z_]+)(\{[a-z]+="[^"]*"(?:,[a-z]+="[^"]*")*\})? (\d+(?:\.\d+)?)', line)
             assert m, line
             assert m.group(1) in types, f"sample before its TYPE: {line}"
             samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
@@ -233,6 +233,13 @@ async def test_stats_and_metrics_after_traffic(origin: ScriptedOrigin, edge: Edg
     assert samples['edge_purge_requests_total{kind="tag"}'] == 1
     assert samples['edge_purge_requests_total{kind="url"}'] == 0
     assert samples["edge_fills_in_flight"] == 0
+    origin_labels = f'{{upstream="{origin.url}",kind="origin"}}'
+    assert samples["edge_upstream_up" + origin_labels] == 1
+    assert samples["edge_upstream_attempts_total" + origin_labels] == 1
+    assert samples["edge_upstream_failures_total" + origin_labels] == 0
+    assert [(u["name"], u["kind"], u["up"], u["requests"]) for u in stats["upstreams"]] == [
+        (origin.url, "origin", True, 1)
+    ]
 
 
 async def test_health_and_readiness_need_no_token(edge: Edge, admin: Admin) -> None:
