@@ -9,6 +9,7 @@ private control socket and adds up the answers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.cache.purge import PurgeKind
@@ -41,9 +42,13 @@ class NodeOps(Protocol):
 class LocalNode:
     """A node of one worker: the core in this process."""
 
-    def __init__(self, core: EdgeCore, worker: int = 0) -> None:
+    def __init__(
+        self, core: EdgeCore, worker: int = 0, fronts: Callable[[], dict[str, int]] | None = None
+    ) -> None:
+        """``fronts`` adds the protocol fronts' own counters (e.g. HTTP/3 connections)."""
         self.core = core
         self.worker = worker
+        self.fronts = fronts
         self.name = core.config.name
         self.node_id = core.node_id
 
@@ -53,6 +58,7 @@ class LocalNode:
     async def stats(self) -> dict[str, Any]:
         return {
             **self.core.stats(),
+            **(self.fronts() if self.fronts is not None else {}),
             "upstreams": self.core.upstreams(),
             "worker": self.worker,
             "pid": os.getpid(),

@@ -147,7 +147,12 @@ async def serve(
         tls, quic = await start_secure(core, config, secure, stop)
     tasks: list[asyncio.Task[None]] = []
     inner: asyncio.Server | None = None
-    local = LocalNode(core, place.index if place is not None else 0)
+    listener = quic
+
+    def fronts() -> dict[str, int]:
+        return {"h3_connections": listener.stats.connections if listener is not None else 0}
+
+    local = LocalNode(core, place.index if place is not None else 0, fronts)
     if place is not None:
         cache_sock = bind_unix(place.cache_socket(place.index))
         inner = await loop.create_unix_server(lambda: SiblingProtocol(core, config), sock=cache_sock)
