@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from edge.admin.client import purge_main
 from tests.admin.conftest import TOKEN, Admin
 from tests.support.nodes import Edge, free_port
-from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.scripted_origin import Gate, ScriptedOrigin, fixed
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,6 +91,42 @@ async def test_closed_port_is_one_line_and_status_2(capsys: pytest.CaptureFixtur
     assert "Traceback" not in err
 
 
+async def test_one_node_with_json(
+    origin: ScriptedOrigin, edge: Edge, admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await warm(origin, edge, "/a", "/b")
+    assert await run("--all", "--soft", "--json", "--admin", admin.url, "--token", TOKEN) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "nodes": [{"node": admin.url, "admin": admin.url, "purged": 2}],
+        "purged": 2,
+        "soft": True,
+        "ok": True,
+    }
+    assert err == ""
+
+
+async def test_timeout_bounds_a_node_that_never_answers(
+    origin: ScriptedOrigin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    never = Gate()  # a server that takes the request and never answers
+    origin.routes["/purge"] = fixed(200, b'{"purged": 1, "soft": false}', gate=never)
+    assert await run("--all", "--admin", origin.url, "--token", "t", "--timeout", "0.5") == 2
+    assert capsys.readouterr() == (
+        "",
+        f"edge purge: error: admin API at {origin.url} did not answer within 0.5s\n",
+    )
+    await never.reached()
+
+
+async def test_server_error_is_one_line_and_status_2(
+    origin: ScriptedOrigin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    origin.routes["/purge"] = fixed(503, b"overloaded\n")
+    assert await run("--all", "--admin", origin.url, "--token", "t") == 2
+    assert capsys.readouterr() == ("", "edge purge: error: admin API failed (503): overloaded\n")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -98,6 +135,8 @@ async def test_closed_port_is_one_line_and_status_2(capsys: pytest.CaptureFixtur
         ["--prefix", "p", "--all"],
         ["--all", "--admin", "not a url"],
         ["--all", "--admin", "ftp://127.0.0.1:1"],
+        ["--all", "--timeout", "0"],
+        ["--all", "--peers", "/nonexistent/peers"],
     ],
 )
 async def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
