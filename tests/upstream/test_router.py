@@ -20,7 +20,6 @@ from edge.upstream.router import NoUpstream, Router, Upstream, relayed_5xx
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually
 
-
 OK = fixed(200, b"ok")
 
 
