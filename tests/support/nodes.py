@@ -9,7 +9,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,11 +54,14 @@ class Clock:
         self.now += seconds
 
 
-async def start_edge(upstream: str, clock: Clock | None = None, **settings: Any) -> Edge:
+async def start_edge(
+    upstream: str, clock: Clock | None = None, siblings: Sequence[str | None] = (), **settings: Any
+) -> Edge:
+    """An edge on the HTTP/1.1 front; ``siblings`` makes it one worker of a node (see EdgeCore)."""
     port = free_port()
     flags = {"upstream": upstream, "listen": f"127.0.0.1:{port}", **settings}
     config = edge_config.load(None, {}, flags)
-    core = EdgeCore(config, clock=clock or time.time)
+    core = EdgeCore(config, clock=clock or time.time, siblings=siblings)
     server = await start_h1(core, config, bind_tcp(config.listen, reuse_port=False))
     return Edge(core, f"http://127.0.0.1:{port}", port, server)
 
