@@ -645,7 +645,7 @@ class Lab:
         wait_port(h1, proc, name)
         if tls:
             wait_port(tls, proc, name)
-        # QUIC runs in the first worker only (edge/wiring/process.py), so h3 and h2tls are per-core figures.
+        # h3 and h2tls are measured per core: with one worker only (every worker serves them since issue 15).
         one = workers == 1
         return Target(
             name,
