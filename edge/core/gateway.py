@@ -139,8 +139,8 @@ def build_router(config: Config, clock: Callable[[], float], siblings: Sequence[
     path its cache hop listens on, or None for this worker itself.
     """
 
-    def pool(target: UpstreamTarget) -> UpstreamPool:
-        return UpstreamPool(target, connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
+    def pool(target: UpstreamTarget, read_timeout: float = config.read_timeout) -> UpstreamPool:
+        return UpstreamPool(target, connect_timeout=config.connect_timeout, read_timeout=read_timeout)
 
     def health() -> Health:
         return Health(config.shield_fail_threshold, config.shield_probe_min, config.shield_probe_max)

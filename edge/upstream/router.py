@@ -19,9 +19,11 @@ Rules this module guarantees:
   response head arrived (nothing reached the client), and always on the next choice,
   never on the one that just failed;
 - a failure counts against an upstream's health when the upstream itself failed: a
-  connect error, a timeout, or a 5xx it made itself. A 5xx a shield relays from
+  connect error, a timeout, or a 5xx a shield made itself. A 5xx a shield relays from
   further up (its Cache-Status member says it forwarded) is the origin's, not the
-  shield's: it is returned, not retried, and the shield stays up;
+  shield's: it is returned, not retried, and the shield stays up. A sibling worker's
+  5xx is always taken as relayed (it runs the same code as this worker and answers
+  without its own member), so only connect errors and timeouts count against it;
 - a down upstream is probed with ``OPTIONS * HTTP/1.1`` and ``Max-Forwards: 0``
   (answered by the node itself, RFC 9110 §7.6.2) on an exponential backoff; any answer
   below 500 closes its circuit again.
@@ -184,7 +186,7 @@ class Router:
                 if not retry:
                     raise
                 continue
-            if resp.status >= 500 and upstream.kind != "origin" and not relayed_5xx(resp.headers):
+            if resp.status >= 500 and upstream.kind == "shield" and not relayed_5xx(resp.headers):
                 self._failed(upstream, None)
                 if retry and not last:
                     resp.close()
