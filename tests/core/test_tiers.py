@@ -186,3 +186,21 @@ async def test_a_sibling_socket_refuses_a_request_without_edge_internal(
     head = await reader.read(200)
     writer.close()
     assert head.startswith(b"HTTP/1.1 400") and b"Edge-Internal" in head
+
+
+async def test_a_soft_purge_across_tiers_gives_the_edge_the_new_object(
+    origin: ScriptedOrigin, tier: tuple[Edge, Edge]
+) -> None:
+    edge, shield = tier
+    origin.routes["/app.js"] = fixed(200, b"v1", [("Cache-Control", "max-age=600"), ("ETag", '"v1"')])
+    assert (await get(edge, "/app.js")).content == b"v1"
+    origin.routes["/app.js"] = fixed(200, b"v2", [("Cache-Control", "max-age=600"), ("ETag", '"v2"')])
+    for node in (shield, edge):  # shields first, as `edge purge` and purge_peers do
+        assert node.core.purge("url", "http://cdn.example/app.js", soft=True) == 1
+    resp = await get(edge, "/app.js")
+    assert resp.content == b"v2" and resp.headers["etag"] == '"v2"'
+    validation = origin.seen[-1]
+    assert validation.header(b"if-none-match") == b'"v1"', "the shield revalidated its soft-purged copy"
+    # X-Cache lists each tier too (the shield's, then ours), as CDNs with shields do.
+    assert (await get(edge, "/app.js")).headers["x-cache"] == "MISS, HIT"
+    assert origin.count("/app.js") == 2
