@@ -398,8 +398,8 @@ LOOP_XFAIL = pytest.mark.xfail(
     strict=True,
     reason="with shield_fallback=origin a loop is retried on the origin: the node that sees its own id in "
     "CDN-Loop answers 508 with 'detail=loop' and no fwd-status, so the hop before it "
-    "(edge/upstream/router.py Router.request, the `resp.status >= 500 and upstream.kind != 'origin' and "
-    "not relayed_5xx(...)` branch) counts it as the shield's own 5xx and tries the next choice, the "
+    "(edge/upstream/router.py Router.request, the branch for a shield's own 5xx: `resp.status >= 500 "
+    "and not relayed_5xx(resp.headers)`) counts it as the shield's failure and tries the next choice, the "
     "origin: the client gets 200, the origin a request, and a node listed as its own shield flaps "
     "down/up (its OPTIONS probe is answered by itself). docs/architecture.md ('Tiers') describes this "
     "retry as intended; the brief for this test asks for 508 and no origin request",
