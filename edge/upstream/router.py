@@ -24,6 +24,8 @@ Rules this module guarantees:
   shield's: it is returned, not retried, and the shield stays up. A sibling worker's
   5xx is always taken as relayed (it runs the same code as this worker and answers
   without its own member), so only connect errors and timeouts count against it;
+- a 508 (a node found the request had already passed it) is returned as it is: not
+  retried on another upstream and not counted against the one that said it;
 - a down upstream is probed with ``OPTIONS * HTTP/1.1`` and ``Max-Forwards: 0``
   (answered by the node itself, RFC 9110 §7.6.2) on an exponential backoff; any answer
   below 500 closes its circuit again.
@@ -53,6 +55,9 @@ UpstreamKind = Literal["sibling", "shield", "origin"]
 
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 """Methods a request may be retried with (RFC 9110 §9.2.2)."""
+
+LOOP_DETECTED = 508
+"""A node found its own id in the request's CDN-Loop: answered as it is, never retried elsewhere."""
 
 PROBE_TIMEOUT = 5.0
 """Seconds a health probe may take before it counts as failed."""
@@ -186,6 +191,8 @@ class Router:
                 if not retry:
                     raise
                 continue
+            if resp.status == LOOP_DETECTED:
+                return resp, upstream  # the request came back to a node it passed: it goes no further
             if resp.status >= 500 and upstream.kind == "shield" and not relayed_5xx(resp.headers):
                 self._failed(upstream, None)
                 if retry and not last:

@@ -164,7 +164,14 @@ async def serve(
         node = WorkerGroup(local, place) if place is not None else local
         tasks.append(
             loop.create_task(
-                serve_admin(node, config.admin_listen, config.admin_token, stop, sock=admin_sock)
+                serve_admin(
+                    node,
+                    config.admin_listen,
+                    config.admin_token,
+                    stop,
+                    sock=admin_sock,
+                    peers=config.peer_admins(),
+                )
             )
         )
     if ready is not None:

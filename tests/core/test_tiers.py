@@ -88,15 +88,14 @@ async def test_a_request_that_comes_back_is_refused_with_508(origin: ScriptedOri
     origin.routes["/x"] = fixed(200, b"x", CACHEABLE)
     node = await start_edge(origin.url, name="loopy")
     # A second front of the same node (same node id) that lists the first as its shield: the
-    # request comes back to the node it left. With no fallback, the client sees the refusal.
-    front = await start_edge(
-        origin.url, name="loopy", shields=node.url, node_id=node.core.node_id, shield_fallback="error"
-    )
+    # request comes back to the node it left. The 508 is relayed, not retried at the origin.
+    front = await start_edge(origin.url, name="loopy", shields=node.url, node_id=node.core.node_id)
     try:
         resp = await get(front, "/x")
         assert resp.status_code == 508 and "already passed" in resp.text
         assert "detail=loop" in resp.headers["cache-status"]
         assert origin.count("/x") == 0
+        assert all(u.health.up for u in front.core.gateway.router.upstreams), "a loop is no shield failure"
         looped = await get(node, "/x", **{"CDN-Loop": f"other, loopy; node={node.core.node_id}"})
         assert looped.status_code == 508
         assert (await get(node, "/x", **{"CDN-Loop": "loopy; node=someone-else"})).status_code == 200

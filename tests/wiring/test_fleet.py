@@ -270,12 +270,6 @@ def assert_every_tier_has_the_new_body(tiers: Topology, path: str, owner: Node) 
         assert reply.sha256 == fleet.sha256(path, 1), f"{node.name}: {reply.cache_status}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--purge-peers is never applied: edge/wiring/process.py serve() calls serve_admin() without "
-    "peers=config.peer_admins(), so a purge sent to an edge never reaches its shields, and the edge "
-    "refetches the purged body from the shield's cache",
-)
 def test_a_purge_through_an_edge_with_purge_peers_leaves_no_stale_copy(tiers: Topology) -> None:
     fleet = tiers.fleet
     path = fleet.add_object("/purge/peers.bin", 8 * 1024)
@@ -394,21 +388,8 @@ def test_an_http3_handshake_is_prompt_and_logs_no_connection_failure(fleet: Flee
 
 # -- loops ------------------------------------------------------------------------------------------
 
-LOOP_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="with shield_fallback=origin a loop is retried on the origin: the node that sees its own id in "
-    "CDN-Loop answers 508 with 'detail=loop' and no fwd-status, so the hop before it "
-    "(edge/upstream/router.py Router.request, the branch for a shield's own 5xx: `resp.status >= 500 "
-    "and not relayed_5xx(resp.headers)`) counts it as the shield's failure and tries the next choice, the "
-    "origin: the client gets 200, the origin a request, and a node listed as its own shield flaps "
-    "down/up (its OPTIONS probe is answered by itself). docs/architecture.md ('Tiers') describes this "
-    "retry as intended; the brief for this test asks for 508 and no origin request",
-)
 
-
-@pytest.mark.parametrize(
-    "fallback", [pytest.param("origin", marks=LOOP_XFAIL), "error"], ids=["fallback-origin", "fallback-error"]
-)
+@pytest.mark.parametrize("fallback", ["origin", "error"], ids=["fallback-origin", "fallback-error"])
 @pytest.mark.parametrize("shape", ["own-shield", "two-listing-each-other"])
 def test_a_request_loop_is_refused_with_508(fleet: Fleet, shape: str, fallback: str) -> None:
     from benchmarks.fleet import free_port
