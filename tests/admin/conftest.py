@@ -1,4 +1,7 @@
-"""Fixtures: a scripted origin, an edge in front of it, and its admin API, all on loopback."""
+"""Fixtures: an edge in front of the scripted origin (tests/conftest.py), and its admin API, on loopback.
+
+The admin tests' edge runs on the real clock (the one in tests/conftest.py runs on a settable one).
+"""
 
 from __future__ import annotations
 
@@ -36,14 +39,6 @@ async def start_admin(core: EdgeCore, token: str) -> tuple[Admin, asyncio.Event,
     shutdown = asyncio.Event()
     task = asyncio.create_task(serve_admin(core, f"127.0.0.1:{port}", token, shutdown, sock=sock))
     return Admin(f"http://127.0.0.1:{port}", token), shutdown, task
-
-
-@pytest_asyncio.fixture
-async def origin() -> AsyncIterator[ScriptedOrigin]:
-    server = ScriptedOrigin()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest_asyncio.fixture
