@@ -69,6 +69,9 @@ class Config:
         1.0, "seconds before a down shield is probed (doubling up to shield_probe_max)", "float"
     )
     shield_probe_max: float = _opt(30.0, "longest wait between probes of a down shield", "float")
+    shutdown_grace: float = _opt(
+        10.0, "seconds in-flight responses may take to finish after SIGTERM before the node exits", "float"
+    )
     node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
     cache_size: int = _opt(512 * 1024**2, "memory for cached objects (e.g. 512MiB)", "size")

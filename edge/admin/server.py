@@ -35,11 +35,13 @@ async def serve_admin(
     shutdown: asyncio.Event,
     sock: socket.socket | None = None,
     peers: list[str] | None = None,
+    draining: asyncio.Event | None = None,
 ) -> None:
     """Serve the admin API on ``listen`` until ``shutdown`` is set.
 
-    /readyz turns 503 as soon as ``shutdown`` is set, so a load balancer stops
-    sending traffic while connections drain. Pass ``sock`` (from
+    /readyz turns 503 as soon as ``draining`` (or ``shutdown``) is set, so a load
+    balancer stops sending traffic while connections drain; the API itself stops at
+    ``shutdown``. Pass ``sock`` (from
     :func:`bind_admin`) to bind early and report a busy port before startup
     finishes; otherwise the address is bound here and OSError propagates.
     """
@@ -50,6 +52,7 @@ async def serve_admin(
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0
-    app = create_admin_app(node, token, ready=lambda: not shutdown.is_set(), peers=peers)
+    leaving = draining or shutdown
+    app = create_admin_app(node, token, ready=lambda: not leaving.is_set(), peers=peers)
     # Starlette's ASGI types are looser than Hypercorn's Framework union; the app is plain ASGI 3.
     await serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi")  # type: ignore[arg-type]

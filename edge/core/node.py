@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter
@@ -105,6 +106,9 @@ class EdgeCore:
             ttls=ttls,
         )
         self.fills = Fills(config, self.memory, self.gateway, self.responder, self.slices, rules, clock)
+        self.serving = 0
+        """Responses being served by :meth:`serve` (the slow path) right now."""
+        self._idle: asyncio.Event | None = None
         self.misses = Misses(self.fills, self.responder, self.forwarder, config.stale_grace, clock)
 
     # -- the hot path ------------------------------------------------------------------
@@ -145,6 +149,34 @@ class EdgeCore:
     # -- every other request -------------------------------------------------------------
     async def serve(self, req: Request, sink: ResponseSink) -> None:
         """Answer ``req`` on ``sink``: hit, stale, revalidation, collapsed fill or pass."""
+        self.serving += 1
+        try:
+            await self._answer(req, sink)
+        finally:
+            self.serving -= 1
+            if not self.serving and self._idle is not None:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no response is being served through :meth:`serve`, at most ``timeout`` s.
+
+        For a graceful shutdown: the listeners are closed first, so the count only falls.
+        """
+        if not self.serving:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.serving:
+                    self._idle.clear()
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+        return True
+
+    async def _answer(self, req: Request, sink: ResponseSink) -> None:
         if b"cdn-loop" in req.fields and self._looped(req):
             await self.responder.send_loop_detected(sink, req)
             return

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from typing import cast
 
 import httptools
@@ -50,6 +51,9 @@ LLHTTP_METHODS = frozenset(
 """Request methods llhttp parses; any other token method is parsed as POST and restored after."""
 
 log = logging.getLogger("edge.fronts.h1")
+
+LIVE: weakref.WeakSet[H1Protocol] = weakref.WeakSet()
+"""Open HTTP/1.1 connections of this process, for a graceful shutdown."""
 
 MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
@@ -107,8 +111,10 @@ class H1Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else ""
+        LIVE.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        LIVE.discard(self)
         self.closing = True
         if self.active is not None:
             self.active.cancel()
@@ -347,6 +353,17 @@ class H1Protocol(asyncio.Protocol):
         if self.pending_reject and self.active is None and not self.queue:
             self._flush_reject()
         self._update_reading()
+
+    def close_when_idle(self) -> bool:
+        """Shutdown: close the connection if no response is under way (bytes already written
+        still go out first); True when it was closed or is closing."""
+        if self.closing or self.transport is None:
+            return True
+        if self.active is not None or self.queue:
+            return False
+        self.closing = True
+        self.transport.close()
+        return True
 
     def _reject(self, refusal: Refusal) -> None:
         """Answer a request we will not parse further, then close (nginx does the same).

@@ -34,7 +34,7 @@ import uvloop
 
 from edge.config import Config, ConfigError, parse_listen, parse_listen_list
 from edge.core import EdgeCore
-from edge.fronts.h1 import H1Protocol
+from edge.fronts.h1 import LIVE, H1Protocol
 from edge.fronts.h3 import QuicListener
 from edge.fronts.sibling import SiblingProtocol
 from edge.wiring.tls import Certificate, bind_many
@@ -138,13 +138,16 @@ async def serve(
     core = EdgeCore(config, siblings=place.siblings() if place is not None else ())
     server = await start_h1(core, config, sock)
     stop = asyncio.Event()
+    """Set by SIGTERM/SIGINT: readiness turns 503 and the public listeners close."""
+    done = asyncio.Event()
+    """Set once in-flight responses finished (or ``shutdown_grace`` ran out): everything stops."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tls: asyncio.Task[None] | None = None
     quic: QuicListener | None = None
     if secure is not None:
-        tls, quic = await start_secure(core, config, secure, stop)
+        tls, quic = await start_secure(core, config, secure, done)
     tasks: list[asyncio.Task[None]] = []
     inner: asyncio.Server | None = None
     listener = quic
@@ -157,7 +160,7 @@ async def serve(
         cache_sock = bind_unix(place.cache_socket(place.index))
         inner = await loop.create_unix_server(lambda: SiblingProtocol(core, config), sock=cache_sock)
         control_sock = bind_unix(place.control_socket(place.index))
-        tasks.append(loop.create_task(serve_admin(local, "", place.control_token, stop, sock=control_sock)))
+        tasks.append(loop.create_task(serve_admin(local, "", place.control_token, done, sock=control_sock)))
     if admin_sock is not None:
         from edge.wiring.workers import WorkerGroup
 
@@ -168,9 +171,10 @@ async def serve(
                     node,
                     config.admin_listen,
                     config.admin_token,
-                    stop,
+                    done,
                     sock=admin_sock,
                     peers=config.peer_admins(),
+                    draining=stop,
                 )
             )
         )
@@ -179,9 +183,8 @@ async def serve(
         if secure is not None:
             print(secure_banner(config, secure), flush=True)
     await stop.wait()
-    server.close()
-    if inner is not None:
-        inner.close()
+    await drain(core, server, inner, config.shutdown_grace)
+    done.set()
     if quic is not None:
         quic.close()
     if tls is not None:
@@ -189,6 +192,25 @@ async def serve(
     for task in tasks:
         await task
     await core.aclose()
+
+
+async def drain(core: EdgeCore, server: asyncio.Server, inner: asyncio.Server | None, grace: float) -> None:
+    """Graceful shutdown: stop accepting HTTP/1.1, let in-flight responses finish (at most
+    ``grace`` seconds in all), then close idle connections once their bytes are out.
+
+    Readiness is already 503 (the admin API reads the stop event). TLS and QUIC keep their
+    connections until this returns, then close them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    server.close()
+    if inner is not None:
+        inner.close()
+    await core.drained(grace)
+    while loop.time() < deadline:
+        if all([proto.close_when_idle() for proto in list(LIVE)]) and not LIVE:
+            return
+        await asyncio.sleep(0.05)  # a connection finishing its last response: checked until the deadline
 
 
 def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> None:

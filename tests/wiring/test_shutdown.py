@@ -1,0 +1,102 @@
+"""SIGTERM drains the node: readiness turns 503, the port stops accepting, a download in flight
+finishes whole, then the process exits 0. Real processes on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support.nodes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 24 * 1024 * 1024
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert proc.poll() is None, "the process exited before listening"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port} after {deadline} s")
+
+
+def readyz(admin: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    body = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(body)
+    origin_port, port, admin = free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "origin", "serve", "--root", str(tmp_path), "--listen", f"127.0.0.1:{origin_port}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+    try:
+        wait_port(origin_port, procs[0])
+        edge = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", "--shutdown-grace", "30"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(edge)
+        wait_port(port, edge)
+        assert readyz(admin) == 200
+        client = socket.create_connection(("127.0.0.1", port), timeout=20)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a slow client: a small window
+        client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: cdn.test\r\n\r\n")
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            received += client.recv(65536)
+        head, _, rest = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % SIZE in head
+        got = bytearray(rest)
+
+        edge.send_signal(signal.SIGTERM)
+        # Readiness turns 503 while the response is still being sent (the admin API stays up).
+        end = time.monotonic() + 10
+        while readyz(admin) != 503:
+            assert time.monotonic() < end, "readiness did not turn 503"
+            time.sleep(0.02)
+        assert edge.poll() is None, "the node exited with a response in flight"
+        end = time.monotonic() + 10
+        while True:  # the public port stops accepting
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                break
+            assert time.monotonic() < end, "the port still accepts connections"
+            time.sleep(0.02)
+
+        while len(got) < SIZE:  # the slow client reads on: the whole body arrives
+            chunk = client.recv(65536)
+            assert chunk, f"connection closed after {len(got)} of {SIZE} bytes"
+            got += chunk
+            time.sleep(0.001)  # the scenario: a slow reader, not a wait for the node
+        client.close()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+        assert edge.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
