@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from edge.admin.metrics import METRICS_CONTENT_TYPE, exposition
 from edge.admin.node import LocalNode, NodeOps
 from edge.admin.peers import purge_peers
 from edge.cache.purge import PURGE_KINDS, PurgeError, PurgeKind, url_keys
@@ -43,7 +44,6 @@ __all__ = ["MAX_PURGE_BODY", "METRICS_CONTENT_TYPE", "create_admin_app"]
 MAX_PURGE_BODY = 64 * 1024
 """Largest purge request body accepted (413 beyond); one URL or tag fits easily."""
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _REALM = 'Bearer realm="edge-admin"'
 
@@ -187,7 +187,8 @@ def create_admin_app(
         refused = _refusal(request, secret)
         if refused is not None:
             return refused
-        return Response(_exposition(await _stats(ops, counters), counters), media_type=METRICS_CONTENT_TYPE)
+        body = exposition(await _stats(ops, counters), counters.purge_requests)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -215,92 +216,3 @@ async def _stats(node: NodeOps, counters: _Counters) -> dict[str, Any]:
         "purge_requests": dict(counters.purge_requests),
         "purged_objects": counters.purged_objects,
     }
-
-
-_WORKER_METRICS: list[tuple[str, str, str, str]] = [
-    ("edge_cache_entries", "gauge", "URLs held in the store.", "entries"),
-    ("edge_cache_bytes", "gauge", "Bytes charged to stored responses.", "bytes"),
-    ("edge_cache_capacity_bytes", "gauge", "Store capacity in bytes.", "capacity"),
-    (
-        "edge_cache_lookup_hits_total",
-        "counter",
-        "Store lookups that found the key (a request may look up more than once).",
-        "hits",
-    ),
-    ("edge_cache_lookup_misses_total", "counter", "Store lookups that did not.", "misses"),
-    ("edge_cache_inserts_total", "counter", "Responses stored or replaced.", "inserts"),
-    ("edge_cache_evictions_total", "counter", "Entries evicted to stay under capacity.", "evictions"),
-    ("edge_fills_in_flight", "gauge", "Upstream fills in progress.", "fills_in_flight"),
-    (
-        "edge_upstream_requests_total",
-        "counter",
-        "Requests sent upstream (fills, slices, validations, pass-through; each attempt).",
-        "upstream_requests",
-    ),
-    ("edge_hit_for_pass_keys", "gauge", "Keys remembered as uncacheable.", "hit_for_pass_keys"),
-]
-"""Per-worker figures: one sample each, labelled by worker when the node has several."""
-
-
-def _exposition(s: dict[str, Any], counters: _Counters) -> str:
-    """Prometheus text exposition format 0.0.4: HELP and TYPE, then samples.
-
-    A node of several workers labels each worker's samples ``worker="N"`` (sum them for
-    the node); a node of one worker has no worker label.
-    """
-    out: list[str] = []
-    workers: list[dict[str, Any]] = s.get("workers") or [s]
-    label = "workers" in s
-
-    def metric(name: str, kind: str, text: str, samples: list[tuple[str, int | float]]) -> None:
-        out.append(f"# HELP {name} {text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{labels} {value}" for labels, value in samples)
-
-    def labels(pairs: dict[str, object]) -> str:
-        inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs.items())
-        return "{" + inner + "}" if inner else ""
-
-    for name, kind, text, key in _WORKER_METRICS:
-        metric(
-            name, kind, text, [(labels({"worker": w["worker"]} if label else {}), w[key]) for w in workers]
-        )
-    upstream_samples: dict[str, list[tuple[str, int | float]]] = {"up": [], "requests": [], "failures": []}
-    for w in workers:
-        for up in w.get("upstreams", []):
-            pairs: dict[str, object] = {"upstream": up["name"], "kind": up["kind"]}
-            if label:
-                pairs["worker"] = w["worker"]
-            upstream_samples["up"].append((labels(pairs), 1 if up["up"] else 0))
-            upstream_samples["requests"].append((labels(pairs), up["requests"]))
-            upstream_samples["failures"].append((labels(pairs), up["failures_total"]))
-    metric("edge_upstream_up", "gauge", "1 while an upstream's circuit is closed.", upstream_samples["up"])
-    metric(
-        "edge_upstream_attempts_total",
-        "counter",
-        "Requests sent to each upstream (sibling worker, shield, origin).",
-        upstream_samples["requests"],
-    )
-    metric(
-        "edge_upstream_failures_total",
-        "counter",
-        "Failures counted against each upstream's health.",
-        upstream_samples["failures"],
-    )
-    metric(
-        "edge_purge_requests_total",
-        "counter",
-        "Purge requests answered, by kind.",
-        [(f'{{kind="{kind}"}}', counters.purge_requests[kind]) for kind in PURGE_KINDS],
-    )
-    metric(
-        "edge_purged_objects_total",
-        "counter",
-        "Stored responses purged or marked stale.",
-        [("", s["purged_objects"])],
-    )
-    return "\n".join(out) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge.admin.app import METRICS_CONTENT_TYPE, create_admin_app
 from edge.http.message import Request
@@ -213,19 +212,15 @@ async def test_stats_and_metrics_after_traffic(origin: ScriptedOrigin, edge: Edg
 
     assert metrics.status_code == 200
     assert metrics.headers["content-type"] == METRICS_CONTENT_TYPE
+    # Parsed with prometheus-client's own parser: what a Prometheus server reads.
     samples: dict[str, float] = {}
     types: dict[str, str] = {}
-    for line in metrics.text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-        elif not line.startswith("# HELP "):
-            m = re.fullmatch(r'(edge_[a-z_]+)(\{[a-z]+="[^"]*"(?:,[a-z]+="[^"]*")*\})? (\d+(?:\.\d+)?)', line)
-            assert m, line
-            assert m.group(1) in types, f"sample before its TYPE: {line}"
-            samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    assert all(kind in ("counter", "gauge") for kind in types.values())
-    assert all(name.endswith("_total") for name, kind in types.items() if kind == "counter")
+    for family in text_string_to_metric_families(metrics.text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    assert all(kind in ("counter", "gauge") for kind in types.values()), types
     assert samples["edge_cache_entries"] == 1
     assert samples["edge_cache_bytes"] == stats["bytes"]
     assert samples["edge_upstream_requests_total"] == 1
@@ -233,7 +228,7 @@ async def test_stats_and_metrics_after_traffic(origin: ScriptedOrigin, edge: Edg
     assert samples['edge_purge_requests_total{kind="tag"}'] == 1
     assert samples['edge_purge_requests_total{kind="url"}'] == 0
     assert samples["edge_fills_in_flight"] == 0
-    origin_labels = f'{{upstream="{origin.url}",kind="origin"}}'
+    origin_labels = f'{{kind="origin",upstream="{origin.url}"}}'
     assert samples["edge_upstream_up" + origin_labels] == 1
     assert samples["edge_upstream_attempts_total" + origin_labels] == 1
     assert samples["edge_upstream_failures_total" + origin_labels] == 0

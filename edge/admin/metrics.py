@@ -1,0 +1,112 @@
+"""The node's Prometheus metrics, exposed through ``prometheus-client``.
+
+The figures are read when /metrics is scraped (``NodeOps.stats()``: a node of several
+workers asks every worker), not counted on the request path, so metrics cost the hit
+path nothing. Each scrape builds its metric families from one snapshot, so the samples
+of one scrape agree with each other.
+
+Guarantees:
+- a node of several workers labels each worker's samples ``worker="N"``: sum them for
+  the node; a node of one worker has no worker label;
+- every upstream (sibling worker, shield, origin) has ``edge_upstream_up``,
+  ``edge_upstream_attempts_total`` and ``edge_upstream_failures_total``, labelled by
+  ``upstream`` and ``kind``;
+- counters end in ``_total`` and only go up over a process's life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge.cache.purge import PURGE_KINDS
+
+__all__ = ["METRICS_CONTENT_TYPE", "exposition"]
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_PER_WORKER: list[tuple[str, str, str, str]] = [
+    ("edge_cache_entries", "gauge", "URLs held in the store.", "entries"),
+    ("edge_cache_bytes", "gauge", "Bytes charged to stored responses.", "bytes"),
+    ("edge_cache_capacity_bytes", "gauge", "Store capacity in bytes.", "capacity"),
+    (
+        "edge_cache_lookup_hits",
+        "counter",
+        "Store lookups that found the key (a request may look up more than once).",
+        "hits",
+    ),
+    ("edge_cache_lookup_misses", "counter", "Store lookups that did not.", "misses"),
+    ("edge_cache_inserts", "counter", "Responses stored or replaced.", "inserts"),
+    ("edge_cache_evictions", "counter", "Entries evicted to stay under capacity.", "evictions"),
+    ("edge_fills_in_flight", "gauge", "Upstream fills in progress.", "fills_in_flight"),
+    (
+        "edge_upstream_requests",
+        "counter",
+        "Requests sent upstream (fills, slices, validations, pass-through; each attempt).",
+        "upstream_requests",
+    ),
+    ("edge_hit_for_pass_keys", "gauge", "Keys remembered as uncacheable.", "hit_for_pass_keys"),
+    ("edge_h3_connections", "counter", "HTTP/3 connections accepted.", "h3_connections"),
+]
+"""(name, type, help, stats key): one sample per worker."""
+
+
+class _Snapshot(Collector):
+    """Metric families from one reading of the node's stats."""
+
+    def __init__(self, stats: Mapping[str, Any], purge_requests: Mapping[str, int]) -> None:
+        self.stats = stats
+        self.purge_requests = purge_requests
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        workers: list[Mapping[str, Any]] = stats.get("workers") or [stats]
+        labelled = "workers" in stats
+        worker_label = ["worker"] if labelled else []
+        for name, kind, text, key in _PER_WORKER:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, text, labels=worker_label
+            )
+            for worker in workers:
+                if key in worker:
+                    family.add_metric([str(worker["worker"])] if labelled else [], worker[key])
+            yield family
+        labels = ["upstream", "kind", *worker_label]
+        up = GaugeMetricFamily("edge_upstream_up", "1 while an upstream's circuit is closed.", labels=labels)
+        attempts = CounterMetricFamily(
+            "edge_upstream_attempts",
+            "Requests sent to each upstream (sibling worker, shield, origin).",
+            labels=labels,
+        )
+        failures = CounterMetricFamily(
+            "edge_upstream_failures", "Failures counted against each upstream's health.", labels=labels
+        )
+        for worker in workers:
+            for upstream in worker.get("upstreams", []):
+                values = [upstream["name"], upstream["kind"], *([str(worker["worker"])] if labelled else [])]
+                up.add_metric(values, 1 if upstream["up"] else 0)
+                attempts.add_metric(values, upstream["requests"])
+                failures.add_metric(values, upstream["failures_total"])
+        yield up
+        yield attempts
+        yield failures
+        purges = CounterMetricFamily(
+            "edge_purge_requests", "Purge requests answered, by kind.", labels=["kind"]
+        )
+        for kind in PURGE_KINDS:
+            purges.add_metric([kind], self.purge_requests.get(kind, 0))
+        yield purges
+        yield CounterMetricFamily(
+            "edge_purged_objects", "Stored responses purged or marked stale.", value=stats["purged_objects"]
+        )
+
+
+def exposition(stats: Mapping[str, Any], purge_requests: Mapping[str, int]) -> bytes:
+    """The Prometheus text exposition of one stats snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(stats, purge_requests))
+    return generate_latest(registry)
