@@ -11,7 +11,9 @@ Guarantees:
 - every upstream (sibling worker, shield, origin) has ``edge_upstream_up``,
   ``edge_upstream_attempts_total`` and ``edge_upstream_failures_total``, labelled by
   ``upstream`` and ``kind``;
-- counters end in ``_total`` and only go up over a process's life.
+- counters end in ``_total`` and only go up over a process's life;
+- a worker that does not answer leaves out its samples (``edge_worker_up`` is 0 for it),
+  never the whole scrape.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class _Snapshot(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
-        workers: list[Mapping[str, Any]] = stats.get("workers") or [stats]
+        workers: list[Mapping[str, Any]] = [w for w in stats.get("workers") or [stats] if "error" not in w]
         labelled = "workers" in stats
         worker_label = ["worker"] if labelled else []
         for name, kind, text, key in _PER_WORKER:
@@ -94,6 +96,15 @@ class _Snapshot(Collector):
         yield up
         yield attempts
         yield failures
+        if labelled:
+            answered = {str(w.get("worker")) for w in workers}
+            worker_up = GaugeMetricFamily(
+                "edge_worker_up", "1 when a worker answered this scrape.", labels=["worker"]
+            )
+            for i, w in enumerate(stats["workers"]):
+                index = str(w.get("worker", i))
+                worker_up.add_metric([index], 1 if index in answered and "error" not in w else 0)
+            yield worker_up
         purges = CounterMetricFamily(
             "edge_purge_requests", "Purge requests answered, by kind.", labels=["kind"]
         )

@@ -8,7 +8,7 @@ from the body (an undeclared length passing ``max_object_size``) is the caller's
 Rules this module guarantees:
 
 - the fields kept and relayed are the upstream's end-to-end fields: hop-by-hop
-  fields, the ones Connection names, Content-Length and Age are dropped, Date is
+  fields, the ones Connection names, Content-Length, Age and X-Cache are dropped, Date is
   ensured (RFC 9110 §6.6.1) and this node's Via is added;
 - a response is stored only when ``edge.cache.storability`` allows it; a 5xx that
   stale-if-error or grace lets the stale entry outlive is not stored over it;
@@ -49,8 +49,9 @@ __all__ = [
     "stored_fields",
 ]
 
-NOT_STORED_FIELDS = HOP_BY_HOP | {b"content-length", b"age"}
-"""Fields never kept: framing and hop-by-hop ones, and Age (recomputed on every send)."""
+NOT_STORED_FIELDS = HOP_BY_HOP | {b"content-length", b"age", b"x-cache"}
+"""Fields never kept: framing and hop-by-hop ones, Age (recomputed on every send), and
+X-Cache, which says only what this node did (Cache-Status carries every tier)."""
 
 RESPONSE_DEPENDENT = frozenset({"private", "no-store", "set-cookie", "vary-star", "no-freshness"})
 """Reasons that hold for every client asking for the key, so the key becomes hit-for-pass."""

@@ -157,7 +157,13 @@ def build_router(config: Config, clock: Callable[[], float], siblings: Sequence[
         None
         if path is None
         else Upstream(
-            b"worker-%d" % i, "sibling", pool(UpstreamTarget.unix_socket(path)), 1.0, health(), f"worker {i}"
+            b"worker-%d" % i,
+            "sibling",
+            # The owner waits up to read_timeout on its own upstream: leave it time to answer (or 504).
+            pool(UpstreamTarget.unix_socket(path), 2 * config.read_timeout + config.connect_timeout),
+            1.0,
+            health(),
+            f"worker {i}",
         )
         for i, path in enumerate(siblings)
     ]

@@ -285,6 +285,7 @@ class EdgeCore:
             "evictions": counters["evictions"],
             "fills_in_flight": len(self.fills),
             "upstream_requests": self.gateway.requests,
+            "sibling_requests": self.gateway.router.sibling_requests,
             "hit_for_pass_keys": len(self.fills.pass_keys),
         }
 

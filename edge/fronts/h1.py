@@ -402,11 +402,14 @@ class H1Sink:
         "proto",
         "req",
         "started",
+        "wire",
     )
 
     def __init__(self, proto: H1Protocol, req: Request, keep_alive: bool) -> None:
         self.proto = proto
         self.req = req
+        self.wire = req.http_version
+        """The HTTP version spoken on this connection (framing, 1xx, Connection)."""
         self.keep_alive = keep_alive
         self.started = False
         self.chunked = False
@@ -416,7 +419,7 @@ class H1Sink:
 
     def interim(self, status: int, headers: Headers) -> None:
         transport = self.proto.transport
-        if self.started or self.req.http_version == "1.0" or transport is None or self.proto.closing:
+        if self.started or self.wire == "1.0" or transport is None or self.proto.closing:
             return
         if transport.is_closing():
             return
@@ -434,7 +437,7 @@ class H1Sink:
             if length is not None:
                 lines.append(b"Content-Length: %d\r\n" % length)
             elif not self.head_only:
-                if self.req.http_version == "1.1":
+                if self.wire == "1.1":
                     self.chunked = True
                     lines.append(b"Transfer-Encoding: chunked\r\n")
                 else:
@@ -442,7 +445,7 @@ class H1Sink:
         lines.append(self.proto.extra_fields)
         if not self.keep_alive:
             lines.append(b"Connection: close\r\n")
-        elif self.req.http_version == "1.0":
+        elif self.wire == "1.0":
             lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
         if self.proto.transport is not None:

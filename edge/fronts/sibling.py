@@ -27,11 +27,20 @@ __all__ = ["SiblingProtocol"]
 
 
 class SiblingSink(H1Sink):
-    """An HTTP/1.1 sink that leaves out the node's own fields."""
+    """An HTTP/1.1 sink that leaves out the node's own fields.
+
+    It always frames as HTTP/1.1 (Content-Length or chunked), whatever version the client
+    behind the asking worker speaks: a body of unknown length must never be delimited by
+    closing the socket, or a cut-off body would read as complete on the other side.
+    """
 
     __slots__ = ()
 
     proto: SiblingProtocol
+
+    def __init__(self, proto: H1Protocol, req: Request, keep_alive: bool) -> None:
+        super().__init__(proto, req, keep_alive)
+        self.wire = "1.1"
 
     def start(self, status: int, reason: bytes, headers: Headers, length: int | None) -> None:
         super().start(status, reason, self.proto.without_own_fields(headers), length)

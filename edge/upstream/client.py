@@ -298,7 +298,9 @@ class UpstreamPool:
                         lambda: _Connection(self), target.host, target.port
                     )
         except TimeoutError:
-            raise UpstreamTimeout(f"connect to {target} timed out") from None
+            timeout = UpstreamTimeout(f"connect to {target} timed out")
+            timeout.connect = True  # type: ignore[attr-defined]  # nothing was sent: safe to try elsewhere
+            raise timeout from None
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {target}: {exc.strerror or exc}") from None
         return conn

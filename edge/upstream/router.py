@@ -15,9 +15,11 @@ Rules this module guarantees:
   or with an error, and never sends the origin a herd;
 - a worker that does not own a key (rendezvous over the node's workers) asks the
   owning sibling first, so a node fetches each object once whatever its worker count;
-- a request is retried only when it is idempotent (RFC 9110 §9.2.2), only before any
-  response head arrived (nothing reached the client), and always on the next choice,
-  never on the one that just failed;
+- a request is retried only when it is idempotent (RFC 9110 §9.2.2), only before its
+  final response head arrived (at most a relayed 1xx reached the client), only after a
+  connection failure, a connect timeout or a 5xx a shield made itself (not after a read
+  timeout: the upstream may be waiting on its own upstream, and the next one would only
+  wait again), and always on the next choice, never on the one that just failed;
 - a failure counts against an upstream's health when the upstream itself failed: a
   connect error, a timeout, or a 5xx a shield made itself. A 5xx a shield relays from
   further up (its Cache-Status member says it forwarded) is the origin's, not the
@@ -43,7 +45,13 @@ from typing import Literal
 import http_sf
 
 from edge.http.fields import Headers, get_all
-from edge.upstream.client import InterimCallback, UpstreamError, UpstreamPool, UpstreamResponse
+from edge.upstream.client import (
+    InterimCallback,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from edge.upstream.health import Health
 from edge.upstream.rendezvous import rank
 
@@ -128,7 +136,9 @@ class Router:
         self._workers = [_WorkerSlot(i) for i in range(len(self.siblings))]
         self.clock = clock
         self.requests = 0
-        """Requests sent upstream, each attempt counted."""
+        """Requests sent to shields and the origin, each attempt counted."""
+        self.sibling_requests = 0
+        """Requests sent to sibling workers (the same node: not upstream traffic)."""
         self._prober: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._probes: set[asyncio.Task[None]] = set()
@@ -181,14 +191,19 @@ class Router:
         failure: UpstreamError | None = None
         for position, upstream in enumerate(choices):
             last = position == len(choices) - 1
-            self.requests += 1
+            if upstream.kind == "sibling":
+                self.sibling_requests += 1
+            else:
+                self.requests += 1
             upstream.requests += 1
             try:
                 resp = await upstream.pool.request(method, target, fields_for(upstream), body, on_interim)
             except UpstreamError as exc:
                 self._failed(upstream, exc)
                 failure = exc
-                if not retry:
+                if not retry or (isinstance(exc, UpstreamTimeout) and not getattr(exc, "connect", False)):
+                    # No answer in time to a request that was sent: the upstream may be waiting
+                    # on its own upstream; asking the next one would only multiply that wait.
                     raise
                 continue
             if resp.status == LOOP_DETECTED:

@@ -87,7 +87,10 @@ class WorkerGroup:
         headers = {"Authorization": f"Bearer {self.place.control_token}"}
         async with httpx.AsyncClient(transport=transport, timeout=CONTROL_TIMEOUT, trust_env=False) as client:
             resp = await client.request(method, "http://worker" + path, json=body, headers=headers)
-        answer: dict[str, Any] = resp.json()
+        try:
+            answer: dict[str, Any] = resp.json()
+        except ValueError:
+            raise httpx.HTTPError(f"worker {index} answered {resp.status_code} without JSON") from None
         if resp.status_code == 400:
             raise PurgeError(answer.get("error", "refused"))
         resp.raise_for_status()

@@ -17,7 +17,7 @@ from edge.upstream.client import UpstreamError, UpstreamPool, UpstreamTarget
 from edge.upstream.health import Health
 from edge.upstream.rendezvous import rank
 from edge.upstream.router import NoUpstream, Router, Upstream, relayed_5xx
-from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.scripted_origin import Gate, ScriptedOrigin, fixed
 from tests.support.waiting import eventually
 
 OK = fixed(200, b"ok")
@@ -172,4 +172,26 @@ async def test_a_down_shield_is_probed_and_comes_back(servers: list[ScriptedOrig
     servers[0].routes["/o"] = OK
     assert await get(r, key) == (200, "shield")
     assert servers[0].count("/o") == 2, "its keys are its own again"
+    r.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_timeout_is_not_retried_elsewhere(servers: list[ScriptedOrigin]) -> None:
+    """A shield that got the request and says nothing in time may be waiting on the origin:
+    asking the next shield (and then the origin) would only multiply that wait."""
+    gate = Gate()
+    servers[0].routes["/o"] = fixed(200, b"late", gate=gate)
+    servers[1].routes["/o"] = OK
+    slow = Upstream(
+        servers[0].url.encode(), "shield",
+        UpstreamPool(UpstreamTarget.from_url(servers[0].url), connect_timeout=1, read_timeout=0.2),
+        1.0, Health(3, 0.05, 0.2), servers[0].url,
+    )  # fmt: skip
+    shields = [slow, upstream(servers[1].url)]
+    r = router(shields, upstream(servers[2].url, "origin"))
+    with pytest.raises(UpstreamError):
+        await get(r, key_for(slow, shields))
+    assert servers[1].count("/o") == 0 and servers[2].count("/o") == 0
+    assert slow.health.failures_total == 1, "it still counts against the slow shield"
+    gate.open()
     r.close()
