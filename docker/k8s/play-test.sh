@@ -12,7 +12,7 @@
 #   - one replica; the rendered origin container is added to the pod (listening on
 #     127.0.0.1:8000) and EDGE_UPSTREAM points at it; EDGE_SHIELDS and EDGE_PURGE_PEERS are
 #     emptied (an empty EDGE_* variable leaves the default: no shields);
-#   - the Secret edge-admin becomes a podman secret holding the Secret's YAML (which is how
+#   - the Secret edge-admin becomes a podman secret holding the Secret's data as JSON (which is how
 #     podman resolves secretKeyRef); the Secret volume edge-tls becomes a hostPath directory
 #     holding a throwaway self-signed certificate;
 #   - the httpGet probes become exec probes fetching the same path and port with python3
@@ -84,7 +84,7 @@ TOKEN="$(openssl rand -hex 16)"
 
 echo "== podman-compatible edge Deployment"
 python3 - "$WORK" "$TAG" "$TOKEN" "$IMAGE" <<'PY' || fail "could not adapt the rendered Deployment"
-import base64, copy, sys, yaml
+import base64, copy, json, sys, yaml
 work, tag, token, image = sys.argv[1:5]
 docs = [d for d in yaml.safe_load_all(open(f"{work}/rendered.yaml")) if d]
 find = lambda kind, name: next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
@@ -118,8 +118,9 @@ for v in pod["volumes"]:
 def exec_probe(probe, port_of):
     get = probe.pop("httpGet")
     port = port_of.get(get["port"], get["port"])
+    # podman 4.3 joins the words with spaces into one `sh -c` line: quote the program once.
     probe["exec"] = {"command": ["python3", "-c",
-        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{get['path']}', timeout=2)"]}
+        f"\"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}{get['path']}', timeout=2)\""]}
     return f"{get['path']} on {port}"
 
 for c in pod["containers"]:
@@ -138,9 +139,9 @@ for c in pod["containers"]:
 yaml.safe_dump_all([cm, edge], open(f"{work}/play.yaml", "w"), sort_keys=False)
 secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{tag}-edge-admin"},
           "data": {"EDGE_ADMIN_TOKEN": base64.b64encode(token.encode()).decode()}}
-yaml.safe_dump(secret, open(f"{work}/secret.yaml", "w"))
+json.dump(secret["data"], open(f"{work}/secret.json", "w"))  # podman reads {key: base64} JSON
 PY
-"${PODMAN[@]}" secret create "${TAG}-edge-admin" "$WORK/secret.yaml" >/dev/null || fail "podman secret create"
+"${PODMAN[@]}" secret create "${TAG}-edge-admin" "$WORK/secret.json" >/dev/null || fail "podman secret create"
 
 echo "== podman kube play (runc, cgroupfs)"
 "${PODMAN[@]}" kube play "$WORK/play.yaml" || fail "podman kube play"
@@ -164,11 +165,16 @@ until curl -fsS -o /dev/null "http://$IP:9090/readyz" 2>/dev/null; do
     fi
     sleep 1
 done
-echo "   ready after ${SECONDS}s"
+echo "   ready ${SECONDS}s after the script started"
 until curl -fsS -o /dev/null "http://$IP:9090/healthz"; do [ "$SECONDS" -ge "$deadline" ] && fail "/healthz"; sleep 1; done
 
 echo "== liveness probe as podman's health check"
-"${PODMAN[@]}" healthcheck run "$EDGE_CTR" && echo "   healthy" || fail "podman healthcheck run $EDGE_CTR"
+if ! "${PODMAN[@]}" healthcheck run "$EDGE_CTR"; then
+    "${PODMAN[@]}" inspect "$EDGE_CTR" --format '   config: {{json .Config.Healthcheck}}'
+    "${PODMAN[@]}" inspect "$EDGE_CTR" --format '   state: {{json .State.Health}}' 2>/dev/null || true
+    fail "podman healthcheck run $EDGE_CTR"
+fi
+echo "   healthy"
 
 echo "== runs as non-root"
 uid="$("${PODMAN[@]}" exec "$EDGE_CTR" python3 -c 'import os; print(os.getuid())')"

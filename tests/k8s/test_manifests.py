@@ -27,9 +27,19 @@ kubernetes_validate = pytest.importorskip(
 
 K8S = Path(__file__).resolve().parents[2] / "docker" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
-# The oldest Kubernetes we claim (mixed-protocol LoadBalancer is GA in 1.26; 1.29 is the
-# oldest minor still commonly supported) and the newest schemas kubernetes-validate ships.
-K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+
+
+def _versions() -> tuple[str, ...]:
+    """1.29 (mixed-protocol LoadBalancer is GA in 1.26; 1.29 is the oldest minor still commonly
+    supported), or the oldest schemas shipped if that is newer, and the newest shipped."""
+    from kubernetes_validate.utils import all_versions
+
+    shipped = sorted(all_versions(), key=lambda v: tuple(int(x) for x in v.split(".")))
+    oldest = next((v for v in shipped if tuple(map(int, v.split(".")[:2])) >= (1, 29)), shipped[-1])
+    return tuple(dict.fromkeys((oldest, shipped[-1])))
+
+
+K8S_VERSIONS = _versions()
 ADMIN_PORT = 9090
 
 
@@ -59,7 +69,10 @@ _rendered: dict[str, str] = {}
 def render(overlay: str) -> str:
     if overlay not in _rendered:
         proc = subprocess.run(
-            ["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=60
+            ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, f"kubectl kustomize overlays/{overlay}: {proc.stderr}"
         _rendered[overlay] = proc.stdout
@@ -199,7 +212,10 @@ def test_edges_and_shields_spread_across_zones_of_their_region(overlay: str) -> 
         terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         keys = {e["key"]: e["values"] for t in terms["nodeSelectorTerms"] for e in t["matchExpressions"]}
         assert len(keys["topology.kubernetes.io/zone"]) >= 2, "spreading needs zones to spread over"
-        assert all(z.startswith(keys["topology.kubernetes.io/region"][0]) for z in keys["topology.kubernetes.io/zone"])
+        assert all(
+            z.startswith(keys["topology.kubernetes.io/region"][0])
+            for z in keys["topology.kubernetes.io/zone"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -254,7 +270,10 @@ def test_edges_list_every_shield_by_its_headless_dns_name(overlay: str) -> None:
     assert service["spec"]["clusterIP"] == "None", "rendezvous hashing needs one stable URL per shield"
     assert service["spec"]["selector"].items() <= shield["spec"]["template"]["metadata"]["labels"].items()
     svc_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
-    names = [f"{shield['metadata']['name']}-{i}.{service['metadata']['name']}" for i in range(shield["spec"]["replicas"])]
+    names = [
+        f"{shield['metadata']['name']}-{i}.{service['metadata']['name']}"
+        for i in range(shield["spec"]["replicas"])
+    ]
     env = edge_env(objs)
     assert env["EDGE_SHIELDS"].split(",") == [f"http://{n}:{svc_ports['http']}" for n in names]
     assert env["EDGE_PURGE_PEERS"].split(",") == [f"http://{n}:{svc_ports['admin']}" for n in names]
@@ -279,7 +298,9 @@ def test_every_overlay_has_its_own_region_name_and_namespace() -> None:
     names = [edge_env(objects(o))["EDGE_NAME"] for o in OVERLAYS]
     assert names == [f"edge-{o}" for o in OVERLAYS]
     assert len(set(names)) == len(OVERLAYS) >= 3
-    namespaces = [{o["metadata"].get("namespace") for o in objects(ov) if o["kind"] != "Namespace"} for ov in OVERLAYS]
+    namespaces = [
+        {o["metadata"].get("namespace") for o in objects(ov) if o["kind"] != "Namespace"} for ov in OVERLAYS
+    ]
     assert namespaces == [{f"edge-{o}"} for o in OVERLAYS]
 
 
