@@ -5,11 +5,13 @@ Guarantees:
   never through a sibling worker, and the answer is relayed whatever its status, 1xx
   included;
 - after a successful unsafe method (RFC 9111 §4.4) the target URL, and the same-origin
-  Location / Content-Location of the answer, are dropped from the cache.
+  Location / Content-Location of the answer, are dropped from the cache, and the keys
+  are handed to ``invalidated`` (the node's other workers drop theirs too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from edge.cache.key import primary_key, url_key
@@ -34,6 +36,9 @@ class Forwarder:
         self.gateway = gateway
         self.responder = responder
         self.memory = memory
+        self.invalidated: Callable[[list[bytes]], None] | None = None
+        """Told the keys an unsafe method invalidated here (the wiring passes them to the
+        node's other workers, whose copies would otherwise outlive the change)."""
 
     async def forward(self, req: Request, sink: ResponseSink, fwd: Fwd, detail: bytes | None = None) -> None:
         """Send ``req`` upstream as is and relay the answer."""
@@ -48,6 +53,7 @@ class Forwarder:
             self._invalidate_after_unsafe(req, key, resp.headers)
 
     def _invalidate_after_unsafe(self, req: Request, key: bytes, headers: Headers) -> None:
+        keys = [key]
         self.memory.drop_response(key)
         for name in (b"location", b"content-location"):
             value = get_one(headers, name)
@@ -61,4 +67,7 @@ class Forwarder:
             if not parts.path.startswith("/"):
                 continue
             target = parts.path + ("?" + parts.query if parts.query else "")
-            self.memory.drop_response(url_key(req.scheme, req.host, target.encode("latin-1")))
+            keys.append(url_key(req.scheme, req.host, target.encode("latin-1")))
+            self.memory.drop_response(keys[-1])
+        if self.invalidated is not None:
+            self.invalidated(keys)

@@ -157,6 +157,17 @@ async def serve(
 
     local = LocalNode(core, place.index if place is not None else 0, fronts)
     if place is not None:
+        from edge.wiring.workers import invalidate_on_siblings
+
+        here = place
+
+        def invalidated(keys: list[bytes]) -> None:
+            task = loop.create_task(invalidate_on_siblings(here, keys))
+            tasks_in_flight.add(task)
+            task.add_done_callback(tasks_in_flight.discard)
+
+        tasks_in_flight: set[asyncio.Task[None]] = set()
+        core.forwarder.invalidated = invalidated
         cache_sock = bind_unix(place.cache_socket(place.index))
         inner = await loop.create_unix_server(lambda: SiblingProtocol(core, config), sock=cache_sock)
         control_sock = bind_unix(place.control_socket(place.index))

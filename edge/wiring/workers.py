@@ -36,10 +36,30 @@ import httpx
 from edge.admin.node import LocalNode
 from edge.cache.purge import PurgeError, PurgeKind
 
-__all__ = ["WorkerGroup", "WorkerPlace", "make_run_dir"]
+__all__ = ["WorkerGroup", "WorkerPlace", "invalidate_on_siblings", "make_run_dir"]
 
 CONTROL_TIMEOUT = 30.0
 """Seconds a worker may take to answer a purge or stats request (a prefix scan of a big cache)."""
+
+
+async def invalidate_on_siblings(place: WorkerPlace, keys: list[bytes]) -> None:
+    """Drop ``keys`` on the node's other workers (after an unsafe method here): best effort,
+    a worker that does not answer keeps its copy until it expires."""
+    headers = {"Authorization": f"Bearer {place.control_token}"}
+    for index in range(place.count):
+        if index == place.index:
+            continue
+        transport = httpx.AsyncHTTPTransport(uds=place.control_socket(index))
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, timeout=CONTROL_TIMEOUT, trust_env=False
+            ) as client:
+                for key in keys:
+                    await client.post(
+                        "http://worker/purge", json={"url": key.decode("latin-1")}, headers=headers
+                    )
+        except httpx.HTTPError:
+            continue
 
 
 def make_run_dir() -> Path:

@@ -16,10 +16,14 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from edge.admin.node import LocalNode
+from edge.admin.server import serve_admin
 from edge.fronts.sibling import SiblingProtocol
 from edge.wiring.process import bind_unix
+from edge.wiring.workers import WorkerPlace, invalidate_on_siblings
 from tests.support.nodes import Clock, Edge, raw_exchange, start_edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -136,22 +140,35 @@ async def test_the_whole_shield_tier_down_serves_stale_where_allowed(
 
 @pytest_asyncio.fixture
 async def workers(origin: ScriptedOrigin, tmp_path: Path) -> AsyncIterator[list[Edge]]:
-    """Two workers of one node: each serves its sibling on a Unix socket."""
-    paths = [str(tmp_path / f"cache-{i}.sock") for i in range(2)]
-    nodes = []
-    for i in range(2):
-        siblings = [None if j == i else paths[j] for j in range(2)]
-        nodes.append(await start_edge(origin.url, siblings=siblings, name="node", node_id="n1"))
-    inner = []
-    for i, node in enumerate(nodes):
+    """Two workers of one node, wired as edge.wiring.process wires them: each serves its
+    sibling on a cache socket and the admin API on a control socket."""
+    places = [WorkerPlace(i, 2, tmp_path, "control-token") for i in range(2)]
+    nodes = [await start_edge(origin.url, siblings=p.siblings(), name="node", node_id="n1") for p in places]
+    servers = []
+    shutdown = asyncio.Event()
+    controls = []
+    for place, node in zip(places, nodes, strict=True):
         core, config = node.core, node.core.config
-        inner.append(
+        servers.append(
             await asyncio.get_running_loop().create_unix_server(
-                lambda core=core, config=config: SiblingProtocol(core, config), sock=bind_unix(paths[i])
+                lambda core=core, config=config: SiblingProtocol(core, config),
+                sock=bind_unix(place.cache_socket(place.index)),
             )
         )
+        control = bind_unix(place.control_socket(place.index))
+        controls.append(
+            asyncio.create_task(
+                serve_admin(LocalNode(core, place.index), "", "control-token", shutdown, sock=control)
+            )
+        )
+        core.forwarder.invalidated = lambda keys, place=place: asyncio.ensure_future(
+            invalidate_on_siblings(place, keys)
+        )
     yield nodes
-    for server in inner:
+    shutdown.set()
+    for task in controls:
+        await asyncio.wait_for(task, 5)
+    for server in servers:
         server.close()
     await stop(*nodes)
 
@@ -226,3 +243,22 @@ async def test_a_body_cut_off_behind_a_sibling_is_never_stored_whatever_the_clie
     origin.routes[path] = fixed(200, b"whole body", CACHEABLE)
     again = await get(workers[0], path)
     assert again.content == b"whole body", "the cut-off body was not stored"
+
+
+async def test_an_unsafe_method_on_one_worker_invalidates_the_others_copies(
+    origin: ScriptedOrigin, workers: list[Edge]
+) -> None:
+    origin.routes["/doc"] = fixed(200, b"v1", CACHEABLE)
+    for node in workers:
+        assert (await get(node, "/doc")).content == b"v1"
+    origin.routes["/doc"] = fixed(200, b"v2", CACHEABLE)
+    async with workers[0].client() as client:
+        assert (
+            await client.post("/doc", content=b"edit", headers={"Host": "cdn.example"})
+        ).status_code == 200
+    await eventually(
+        lambda: all(n.core.memory.lookup(b"http://cdn.example/doc") is None for n in workers),
+        "every worker dropped its copy",
+    )
+    for node in workers:
+        assert (await get(node, "/doc")).content == b"v2"
