@@ -8,6 +8,7 @@ one table, so a setting cannot exist in one place and not the others.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -71,6 +72,11 @@ class Config:
     shield_probe_max: float = _opt(30.0, "longest wait between probes of a down shield", "float")
     shutdown_grace: float = _opt(
         10.0, "seconds in-flight responses may take to finish after SIGTERM before the node exits", "float"
+    )
+    trusted_proxies: str = _opt(
+        "",
+        "CIDRs of peers whose X-Forwarded-Proto sets the request's scheme (a shield lists its edges' "
+        "networks; a node behind a TLS load balancer lists it); empty trusts nobody",
     )
     node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
@@ -153,6 +159,11 @@ class Config:
             raise ConfigError("shield_fail_threshold must be at least 1")
         if not 0 < self.shield_probe_min <= self.shield_probe_max:
             raise ConfigError("shield probe delays must be positive, shield_probe_min <= shield_probe_max")
+        for cidr in filter(None, (part.strip() for part in self.trusted_proxies.split(","))):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {cidr!r} is not an address or CIDR") from None
         if self.node_id and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.node_id):
             raise ConfigError("node_id: letters, digits, '.', '_' and '-' only (at most 64)")
         parse_listen(self.listen)

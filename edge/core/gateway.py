@@ -13,7 +13,8 @@ Guarantees:
 - to the origin, Host is the operator's ``upstream_host`` when set; a shield gets the
   client's Host (it keys by it, and applies its own ``upstream_host``);
 - leaving the node (shield or origin), X-Forwarded-For gains the client's address,
-  X-Forwarded-Proto is added when the client sent none, Via names this node with the
+  X-Forwarded-Proto is the scheme this node keyed the request by (a client's own is
+  replaced: a shield that trusts this node keys by it), Via names this node with the
   client's protocol version, and CDN-Loop (RFC 8586) carries this node's id, so a
   request that comes back to the node is refused (508) instead of looping;
 - a sibling worker gets the client's request as it came plus ``Edge-Internal``
@@ -109,6 +110,8 @@ class Gateway:
             elif lname == b"x-forwarded-for" and leaving:
                 forwarded_for = value
                 continue
+            elif lname == b"x-forwarded-proto" and leaving:
+                continue  # ours says the scheme this node keyed the request by (below)
             elif lname == b"content-length":
                 continue  # re-framed by the client from the buffered body
             elif lname == b"max-forwards" and max_forwards and leaving and value.strip().isdigit():
@@ -122,8 +125,7 @@ class Gateway:
             return out
         client = req.client.encode()
         out.append((b"X-Forwarded-For", forwarded_for + b", " + client if forwarded_for else client))
-        if b"x-forwarded-proto" not in req.fields:
-            out.append((b"X-Forwarded-Proto", req.scheme))
+        out.append((b"X-Forwarded-Proto", req.scheme))
         out.append((b"Via", req.http_version.encode() + b" " + self.name))
         out.append((b"CDN-Loop", self.cdn_loop))
         return out

@@ -71,7 +71,8 @@ def test_forwarding_fields_extend_what_the_client_sent() -> None:
     fields = way.fields_for(req, upstream(way, "origin"))
     assert fields[0] == (b"Host", b"origin.example")
     assert (b"X-Forwarded-For", b"198.51.100.1, 192.0.2.7") in fields
-    assert (b"X-Forwarded-Proto", b"http") in fields and (b"X-Forwarded-Proto", b"https") not in fields
+    assert (b"X-Forwarded-Proto", b"https") in fields, "the scheme this node keyed by, not the client's word"
+    assert (b"X-Forwarded-Proto", b"http") not in fields
     assert fields[-2:] == [(b"Via", b"2 edge-eu"), (b"CDN-Loop", b"edge-eu; node=" + NODE.encode())]
 
 

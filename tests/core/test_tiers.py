@@ -262,3 +262,23 @@ async def test_an_unsafe_method_on_one_worker_invalidates_the_others_copies(
     )
     for node in workers:
         assert (await get(node, "/doc")).content == b"v2"
+
+
+async def test_a_shield_keys_by_the_scheme_its_trusted_edges_say(origin: ScriptedOrigin) -> None:
+    """http and https answers never mix at the shield: an https redirect must not reach http clients."""
+    shield = await start_edge(origin.url, name="shield-1", trusted_proxies="127.0.0.1/32")
+    # The edge trusts the test client as it would a TLS load balancer in front of it.
+    edge = await start_edge(origin.url, shields=shield.url, name="edge-eu", trusted_proxies="127.0.0.0/8")
+    try:
+        origin.routes["/s"] = fixed(200, b"either", CACHEABLE)
+        secure = await get(edge, "/s", **{"X-Forwarded-Proto": "https"})
+        plain = await get(edge, "/s")
+        assert secure.status_code == plain.status_code == 200
+        assert plain.headers["cache-status"].startswith("shield-1; fwd=uri-miss"), "not the https copy"
+        assert [s.header(b"x-forwarded-proto") for s in origin.seen] == [b"https", b"http"]
+        forged = await get(shield, "/s", **{"X-Forwarded-Proto": "https"})
+        assert forged.headers["cache-status"].startswith("shield-1; hit"), "trusted peer: the https key"
+        assert shield.core.memory.lookup(b"https://cdn.example/s") is not None
+        assert shield.core.memory.lookup(b"http://cdn.example/s") is not None
+    finally:
+        await stop(edge, shield)
