@@ -80,9 +80,14 @@ class Config:
     )
     node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
-    cache_size: int = _opt(512 * 1024**2, "memory for cached objects (e.g. 512MiB)", "size")
+    cache_size: int = _opt(512 * 1024**2, "memory for cached objects, per worker (e.g. 512MiB)", "size")
     name: str = _opt("edge", "this node's name in Cache-Status and Via")
-    workers: int = _opt(1, "worker processes sharing the port (SO_REUSEPORT)", "int")
+    workers: int = _opt(
+        1,
+        "worker processes serving every port (SO_REUSEPORT) as one cache: each keeps its own "
+        "cache_size of memory, asks the key's owning worker on a miss, and the admin API covers all",
+        "int",
+    )
     connect_timeout: float = _opt(5.0, "seconds to connect to the upstream", "float")
     read_timeout: float = _opt(30.0, "seconds to wait for upstream bytes before 504", "float")
     max_object_size: int = _opt(64 * 1024**2, "largest response stored in the cache", "size")
@@ -108,7 +113,9 @@ class Config:
     admin_listen: str = _opt(
         "127.0.0.1:9090", "HOST:PORT of the admin API (purge, stats, metrics); empty disables it"
     )
-    admin_token: str = _opt("", "bearer token the admin API requires for purge; empty refuses every purge")
+    admin_token: str = _opt(
+        "", "bearer token the admin API requires for /purge, /stats and /metrics; empty refuses them all"
+    )
     purge_peers: str = _opt(
         "",
         "admin API URLs (this node's shields) a purge is passed to before this node purges, "
@@ -219,7 +226,7 @@ def parse_shields(value: str) -> list[tuple[str, float]]:
     shields: list[tuple[str, float]] = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         url, _, params = item.partition(";")
-        url = url.strip()
+        url = url.strip().rstrip("/")  # one spelling per shield: rendezvous hashes the URL
         weight = 1.0
         for param in filter(None, (p.strip() for p in params.split(";"))):
             name, _, raw = param.partition("=")

@@ -276,6 +276,12 @@ async def purge_node(client: httpx.AsyncClient, node: Node, body: dict[str, Any]
         return failed(message)
     if not isinstance(answer, dict) or type(answer.get("purged")) is not int:
         return failed(f"unexpected answer from {url}: {resp.text.strip()[:200]}")
+    # The node purged itself, but a shield it passes purges to (purge_peers) or one of its
+    # workers did not: the object may come back from there, so this node counts as failed.
+    behind = [f"peer {p.get('admin')}: {p['error']}" for p in answer.get("peers") or [] if "error" in p]
+    behind += [str(e) for e in answer.get("errors") or []]
+    if behind:
+        return failed(f"purged {answer['purged']} here, but not everywhere behind it: {'; '.join(behind)}")
     return Outcome(node, purged=answer["purged"], soft=bool(answer.get("soft")))
 
 

@@ -285,6 +285,10 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> None:
         config.node_id = secrets.token_hex(8)
     reuse = config.workers > 1
     cert = prepare_secure(config)  # before the h1 front is built: it reads config.alt_svc
+    if reuse:
+        # SO_REUSEPORT would let this node share a port another node already serves:
+        # a plain bind first fails if anything holds it.
+        bind_tcp(config.listen, reuse_port=False).close()
     sock = bind_tcp(config.listen, reuse_port=reuse)
     secure = None
     if cert is not None:

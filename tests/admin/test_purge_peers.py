@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -103,3 +105,15 @@ async def test_peers_listing_each_other_purge_once_each(origin: ScriptedOrigin, 
     assert to_b["admin"] == url_b and to_b["purged"] == 0
     [back_to_a] = to_b["peers"]
     assert back_to_a == {"admin": url_a, "purged": 0}
+
+
+async def test_edge_purge_reports_a_node_whose_peer_failed(origin: ScriptedOrigin, serve) -> None:  # type: ignore[no-untyped-def]
+    edge = await start_edge(origin.url, name="edge-eu")
+    edge_admin = await serve(edge, ["http://127.0.0.1:9"])
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "edge.cli", "purge", "--admin", edge_admin, "--token", TOKEN, "--all"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out
+    assert "not everywhere" in out.stdout + out.stderr and "127.0.0.1:9" in out.stdout + out.stderr
