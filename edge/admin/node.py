@@ -33,9 +33,10 @@ class NodeOps(Protocol):
         ...
 
     async def stats(self) -> dict[str, Any]:
-        """The node's counters (``EdgeCore.stats()`` keys, summed over workers), plus
-        ``upstreams`` (health and counters of each upstream) and, for several workers,
-        ``workers`` (each worker's own figures, with ``worker`` and ``pid``)."""
+        """The node's counters (``EdgeCore.stats()`` keys, summed over workers). One worker
+        also gives ``upstreams`` (health and counters of each upstream), ``worker`` and
+        ``pid``; several give ``workers``, each worker's own figures in that form (a worker
+        that did not answer: ``{"error": ...}``)."""
         ...
 
 

@@ -226,6 +226,7 @@ async def drain(core: EdgeCore, server: asyncio.Server, inner: asyncio.Server | 
 
 def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> None:
     """A spawned worker: bind the public ports beside the first worker's (SO_REUSEPORT) and serve."""
+    _exit_with_parent()
     sock = bind_tcp(config.listen, reuse_port=True)
     secure = None
     if cert is not None:
@@ -235,6 +236,18 @@ def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> Non
             quic=bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=True),
         )
     uvloop.run(serve(config, sock, secure=secure, place=place))
+
+
+def _exit_with_parent() -> None:
+    """Linux: get SIGTERM when the first worker dies (even by SIGKILL), so no worker is left
+    serving the port on its own. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def prepare_secure(config: Config) -> Certificate | None:

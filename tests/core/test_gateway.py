@@ -36,7 +36,7 @@ def request(*headers: tuple[bytes, bytes], method: bytes = b"GET", http_version:
     )  # fmt: skip
 
 
-def test_leaving_the_node_hop_by_hop_fields_stay_and_the_nodes_own_are_added() -> None:
+def test_leaving_the_node_hop_by_hop_fields_are_dropped_and_the_nodes_own_added() -> None:
     req = request(
         (b"Host", b"example.com"),
         (b"Connection", b"keep-alive, X-Trace"),
