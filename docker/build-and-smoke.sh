@@ -28,6 +28,7 @@ trap 'exit 130' INT TERM
 
 T0=$SECONDS
 setup_podman
+sweep_stale edge-smoke-
 build_image
 echo "image $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'), built/reused in $((SECONDS - T0)) s"
 

@@ -33,6 +33,7 @@ trap 'exit 130' INT TERM
 
 T0=$SECONDS
 setup_podman podman-compose=podman-compose
+sweep_stale edgecompose
 build_image
 
 # Free loopback ports for the three edges and their admin APIs.

@@ -87,6 +87,22 @@ CONF
     [ -e /proc/self/ns/user ] || skip "this kernel has no user namespaces"
 }
 
+# Containers and networks left by an earlier run that was killed (SIGKILL skips its trap):
+# their names carry that run's PID; remove those whose process is gone.
+sweep_stale() {  # sweep_stale PREFIX (e.g. edge-smoke- or edgecompose)
+    local kind name pid
+    for kind in container network; do
+        for name in $(podman "$kind" ls -a --format '{{.Names}}' 2>/dev/null \
+                      || podman "$kind" ls --format '{{.Name}}' 2>/dev/null); do
+            [[ "$name" =~ ^$1([0-9]+)[-_] ]] || continue
+            pid=${BASH_REMATCH[1]}
+            { [ "$pid" = "$$" ] || kill -0 "$pid" 2>/dev/null; } && continue
+            log "removing $kind $name (left by run $pid)"
+            podman "$kind" rm -f "$name" >/dev/null 2>&1 || true
+        done
+    done
+}
+
 # --- the base image from Debian's archive (no registry needed) -----------------------------
 base_hash() {
     printf '%s\n' "$SUITE" "$MIRROR" "$BASE_PACKAGES" "minbase" "v1" | sha256sum | cut -c1-12
