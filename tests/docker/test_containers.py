@@ -29,11 +29,12 @@ pytestmark = [
 ]
 
 
-def _run(script: str) -> None:
+def _run(script: str, *args: str, env: dict[str, str] | None = None) -> None:
     try:
         proc = subprocess.run(
-            ["bash", str(REPO / "docker" / script)],
+            ["bash", str(REPO / "docker" / script), *args],
             cwd=REPO,
+            env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT,
@@ -56,3 +57,9 @@ def test_image_builds_and_smoke_checks_pass() -> None:
 
 def test_compose_stack_survives_a_stopped_shield() -> None:
     _run("compose-test.sh")
+
+
+def test_kubernetes_edge_deployment_plays_with_podman() -> None:
+    """The rendered edge Deployment of the us overlay, played with ``podman kube play`` on the
+    image the smoke test built (docker/k8s/play-test.sh): ready, healthy, a MISS then a HIT."""
+    _run("k8s/play-test.sh", "us", env={"EDGE_IMAGE": "localhost/edge-cdn:dev"})
