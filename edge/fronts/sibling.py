@@ -76,6 +76,8 @@ class SiblingProtocol(H1Protocol):
     ) -> Request:
         internal = fields.pop(INTERNAL_FIELD, None)
         said = parse_internal(internal) if internal is not None else None
+        if said is None and method == b"OPTIONS" and target == b"*":
+            said = ("", b"http", http_version)  # a health probe (OPTIONS * Max-Forwards: 0): answered here
         if said is None:
             raise Refusal(400, "a sibling request needs a valid Edge-Internal field")
         client, scheme, http_version = said

@@ -202,6 +202,11 @@ async def test_a_sibling_socket_refuses_a_request_without_edge_internal(
     head = await reader.read(200)
     writer.close()
     assert head.startswith(b"HTTP/1.1 400") and b"Edge-Internal" in head
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "cache-0.sock"))
+    writer.write(b"OPTIONS * HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\n\r\n")
+    probe = await reader.read(200)
+    writer.close()
+    assert probe.startswith(b"HTTP/1.1 200"), "a health probe is answered by the worker itself"
 
 
 async def test_a_soft_purge_across_tiers_gives_the_edge_the_new_object(
