@@ -87,8 +87,8 @@ class MemoryTier:
 
     def recharge(self, entry: Entry) -> None:
         """Charge ``entry``'s new size (a compressed sibling was added) if it is still stored."""
-        current = self.lru.peek(entry.key)
-        if current is entry or (type(current) is Variants and entry in current.by_secondary.values()):
+        if self.holds(entry):
+            current = self.lru.peek(entry.key)
             self._put(entry.key, current, current.charge)
 
     def drop_response(self, key: bytes) -> None:
