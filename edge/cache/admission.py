@@ -19,6 +19,11 @@ Rules this module guarantees:
 - any other 200 longer than ``slice_size`` with a declared length and no Vary is
   kept as slices (``edge.cache.slices``); anything else declared larger than
   ``max_object_size`` is relayed, not stored (``too-large``);
+- a response with a transfer coding other than chunked (RFC 9112 §6.3: its body ends
+  with the close) is relayed, never stored: a clean close is all that says the body is
+  whole (an upstream that crashes or is cut by a middlebox closes cleanly too), and the
+  bytes are in a coding this node does not undo, so they are not the representation
+  another client would be given;
 - a response not stored for a reason that holds for every client (``private``,
   ``no-store``, ``Set-Cookie``, ``Vary: *``, no freshness) makes the key
   hit-for-pass, so the next clients skip collapsing.
@@ -135,14 +140,18 @@ def plan_admission(
     stale: Entry | None,
     now: float,
     rules: AdmissionRules,
+    transfer_coded: bool = False,
 ) -> StorePlan:
     """Decide, from the head of a (non-304) upstream response to ``req``, what to keep.
 
     ``fields`` come from :func:`stored_fields`; ``stale`` is the stored response
-    being revalidated, if any; ``now`` is when the response arrived.
+    being revalidated, if any; ``now`` is when the response arrived. ``transfer_coded``:
+    the upstream applied a transfer coding other than chunked (its body ends with the close).
     """
     policy = rules.ttls.policy(status, fields, date, req.target)
     why = why_not_storable(req, status, fields, policy)
+    if why is None and transfer_coded:
+        why = "transfer-coded"
     if (
         why is None
         and status >= 500

@@ -161,7 +161,15 @@ class Fills:
                 fill.fail_head(UpstreamError("upstream answered 304 to an unconditional request"))
             return
         plan = plan_admission(
-            req, resp.status, fields, date, declared_length(resp.headers), stale, response_time, self.rules
+            req,
+            resp.status,
+            fields,
+            date,
+            declared_length(resp.headers),
+            stale,
+            response_time,
+            self.rules,
+            transfer_coded=resp.transfer_coded,
         )
         fill.status, fill.reason, fill.headers = resp.status, resp.reason, plan.fields
         fill.leader_fields, fill.not_storable, fill.length = (

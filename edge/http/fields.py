@@ -100,6 +100,27 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if (lk := k.lower()) not in HOP_BY_HOP and lk not in named]
 
 
+def transfer_codings(headers: Headers) -> list[bytes]:
+    """The transfer codings a message's Transfer-Encoding lists, lower-cased, in order."""
+    return [
+        c.split(b";")[0].strip(b" \t").lower() for c in split_list(get_all(headers, b"transfer-encoding"))
+    ]
+
+
+def read_until_close(headers: Headers) -> tuple[bool, bool]:
+    """A response's framing by RFC 9112 §6.3: (its body ends with the close, it is transfer-coded).
+
+    Transfer-coded: a Transfer-Encoding whose final coding is not ``chunked``; such a body
+    is read until the connection closes, and its bytes are not the representation. With
+    neither Transfer-Encoding nor Content-Length a body also ends with the close.
+    """
+    codings = transfer_codings(headers)
+    coded = bool(codings) and codings[-1] != b"chunked"
+    if codings:
+        return coded, coded
+    return not get_all(headers, b"content-length"), False
+
+
 def declared_length(headers: Headers) -> int | None:
     """The body length a message's Content-Length declares (RFC 9112 §6.3), or None.
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from edge.http.fields import Headers
+from edge.http.fields import Headers, read_until_close
 from edge.http.message import NO_BODY_STATUSES
 
 HIGH_WATER = 1 << 20
@@ -89,6 +89,17 @@ class UpstreamResponse:
         """Fields as received, hop-by-hop ones included (callers strip them)."""
 
     @property
+    def close_delimited(self) -> bool:
+        """The body ends when the upstream closes the connection (RFC 9112 §6.3 items 4 and 7)."""
+        return self._conn.eof_delimited
+
+    @property
+    def transfer_coded(self) -> bool:
+        """The upstream applied a transfer coding other than chunked (RFC 9112 §6.3 item 4):
+        the body is read until the close and its bytes are still in that coding."""
+        return self._conn.transfer_coded
+
+    @property
     def complete(self) -> bool:
         """True once the whole body has been received."""
         return self._conn.body_done
@@ -127,6 +138,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.body_done = False
         self.eof_delimited = False
+        self.transfer_coded = False
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.reading_paused = False
@@ -212,8 +224,8 @@ class _Connection(asyncio.Protocol):
         if self.method == b"HEAD" or status in NO_BODY_STATUSES:
             self.body_done = True
         else:
-            names = {k.lower() for k, _ in self.headers}
-            self.eof_delimited = b"content-length" not in names and b"transfer-encoding" not in names
+            # llhttp reads such a body until the close too; EOF is then its end, not a loss.
+            self.eof_delimited, self.transfer_coded = read_until_close(self.headers)
         assert self.head is not None
         if not self.head.done():
             self.head.set_result(None)

@@ -49,8 +49,9 @@ def plan(
     request: Request | None = None,
     stale: Entry | None = None,
     rules: AdmissionRules = RULES,
+    transfer_coded: bool = False,
 ):  # type: ignore[no-untyped-def]
-    return plan_admission(request or req(), status, fields, NOW, length, stale, NOW, rules)
+    return plan_admission(request or req(), status, fields, NOW, length, stale, NOW, rules, transfer_coded)
 
 
 def test_a_fresh_response_is_stored_as_it_came() -> None:
@@ -237,3 +238,12 @@ def test_what_is_kept_never_leaks_what_must_not(
     assert p.hit_for_pass == (
         p.not_storable in {"private", "no-store", "set-cookie", "vary-star", "no-freshness"}
     )
+
+
+def test_a_transfer_coded_response_is_relayed_not_stored() -> None:
+    """RFC 9112 §6.3: a coding other than chunked ends with the close; never kept (issue 17)."""
+    fields = head(("Cache-Control", "public, max-age=60"), ("ETag", '"a"'))
+    assert plan(fields, length=None).not_storable is None
+    p = plan(fields, length=None, transfer_coded=True)
+    assert p.not_storable == "transfer-coded"
+    assert not p.hit_for_pass and not p.sliced and not p.compressible
