@@ -14,7 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from edge.cache.admission import stored_fields
 from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
@@ -29,15 +29,14 @@ from edge.http.ranges import (
     RangeResult,
     content_range,
     if_range_allows,
-    multipart_byteranges,
-    multipart_length,
+    multipart_frame,
     new_boundary,
     parse_range,
     unsatisfied_range,
 )
 from edge.upstream.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 
-__all__ = ["Responder"]
+__all__ = ["PartWriter", "Responder"]
 
 GET, HEAD = b"GET", b"HEAD"
 
@@ -46,6 +45,10 @@ _REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout", 508: b"Loop Detected"}
 ALLOW = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 """What a node answers OPTIONS with when it is the final recipient: it caches GET and
 HEAD and forwards the other methods."""
+
+PartWriter = Callable[[int, int], Awaitable[bool]]
+"""Writes bytes ``start``..``end`` (inclusive) of the representation to the sink; False when
+they could not be had and the sink was aborted."""
 
 NOT_MODIFIED_KEEPS = NOT_MODIFIED_FIELDS | {b"age", b"cache-status", b"x-cache", b"via"}
 """What a 304 answered from cache carries of the 200's fields."""
@@ -128,6 +131,21 @@ class Responder:
         length: int,
     ) -> None:
         """206 (one part or multipart/byteranges) or 416, as zero-copy slices of ``body``."""
+
+        async def write(start: int, end: int) -> bool:
+            await sink.write(body[start : end + 1])
+            return True
+
+        await self.send_parts(sink, plan, headers, length, write)
+
+    async def send_parts(
+        self, sink: ResponseSink, plan: RangeResult, headers: Headers, length: int, write: PartWriter
+    ) -> None:
+        """206 (one part or multipart/byteranges) or 416; ``write`` sends each range's bytes.
+
+        The one writer of both framings, whether the bytes are in memory (a stored body) or
+        fetched as they are needed (the slices of a large object).
+        """
         if plan.unsatisfiable:
             fields = [(k, v) for k, v in headers if k.lower() != b"content-type"]
             sink.start(
@@ -143,19 +161,18 @@ class Responder:
                 [*headers, (b"Content-Range", content_range(start, end, length))],
                 end - start + 1,
             )
-            await sink.write(body[start : end + 1])
-            sink.end()
+            if await write(start, end):
+                sink.end()
             return
-        boundary = new_boundary()
-        content_type = get_one(headers, b"content-type")
-        multipart_type, pieces = multipart_byteranges(plan.ranges, body, length, content_type, boundary)
+        frame = multipart_frame(plan.ranges, length, get_one(headers, b"content-type"), new_boundary())
         fields = [(k, v) for k, v in headers if k.lower() != b"content-type"]
-        fields.append((b"Content-Type", multipart_type))
-        sink.start(
-            206, b"Partial Content", fields, multipart_length(plan.ranges, length, content_type, boundary)
-        )
-        for piece in pieces:
-            await sink.write(piece)
+        fields.append((b"Content-Type", frame.content_type))
+        sink.start(206, b"Partial Content", fields, frame.length)
+        for head, (start, end) in zip(frame.heads, frame.ranges, strict=True):
+            await sink.write(head)
+            if not await write(start, end):
+                return
+        await sink.write(frame.closing)
         sink.end()
 
     def not_modified(

@@ -34,7 +34,7 @@ from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
 from edge.http.fields import get_all, get_one
 from edge.http.message import Request
-from edge.http.ranges import content_range, parse_content_range
+from edge.http.ranges import parse_content_range
 from edge.upstream.client import UpstreamError, UpstreamResponse
 from edge.upstream.fill import Fill
 
@@ -173,10 +173,10 @@ class Slices:
         status: CacheStatus,
         loose: tuple[int, bytes] | None = None,
     ) -> None:
-        """Answer from slices: 200 whole, one range as 206, or 416 (several ranges get the whole).
+        """Answer from slices: 200 whole, a 206 (one range, or multipart/byteranges), or 416.
 
-        ``loose`` is a piece already in hand (the answer of a range miss), sent without
-        looking it up again.
+        Only the slices holding the bytes sent are fetched. ``loose`` is a piece already in
+        hand (the answer of a range miss), sent without looking it up again.
         """
         entry = meta.entry
         headers = [
@@ -189,31 +189,29 @@ class Slices:
             return
         length = meta.length
         plan = self.responder.range_plan(req, 200, length, entry.headers)
-        if plan is not None and plan.unsatisfiable:
-            await self.responder.send_ranges(sink, plan, b"OK", headers, memoryview(b""), length)
+        held: list[tuple[int, bytes]] = []  # the last slice fetched: the next part may need it too
+
+        async def write(start: int, end: int) -> bool:
+            for index in meta.covering(start, end):
+                first, last = meta.span(index)
+                lo, hi = max(start, first), min(end, last)
+                if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
+                    await sink.write(memoryview(loose[1])[lo - loose[0] : hi - loose[0] + 1])
+                    continue
+                data = held[0][1] if held and held[0][0] == index else await self.fetch(req, meta, index)
+                if data is None:
+                    sink.abort()  # the object changed or the upstream failed mid-object
+                    return False
+                held[:] = [(index, data)]
+                await sink.write(memoryview(data)[lo - first : hi - first + 1])
+            return True
+
+        if plan is not None:
+            await self.responder.send_parts(sink, plan, headers, length, write)
             return
-        if plan is not None and len(plan.ranges) == 1:
-            start, end = plan.ranges[0]
-            headers.append((b"Content-Range", content_range(start, end, length)))
-            sink.start(206, b"Partial Content", headers, end - start + 1)
-        else:
-            start, end = 0, length - 1
-            sink.start(200, entry.reason, headers, length)
-        if req.method == HEAD:
+        sink.start(200, entry.reason, headers, length)
+        if req.method == HEAD or await write(0, length - 1):
             sink.end()
-            return
-        for index in meta.covering(start, end):
-            first, last = meta.span(index)
-            lo, hi = max(start, first), min(end, last)
-            if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
-                await sink.write(memoryview(loose[1])[lo - loose[0] : hi - loose[0] + 1])
-                continue
-            data = await self.fetch(req, meta, index)
-            if data is None:
-                sink.abort()  # the object changed or the upstream failed mid-object
-                return
-            await sink.write(memoryview(data)[lo - first : hi - first + 1])
-        sink.end()
 
     async def revalidate(self, req: Request, meta: SliceMeta) -> SliceMeta | None:
         """Ask whether a sliced object is unchanged, at the cost of one byte.

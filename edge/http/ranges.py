@@ -37,10 +37,12 @@ __all__ = [
     "DEFAULT_MAX_OVERLAPPING",
     "DEFAULT_MAX_RANGES",
     "DEFAULT_MAX_TOTAL_FACTOR",
+    "MultipartFrame",
     "RangeResult",
     "content_range",
     "if_range_allows",
     "multipart_byteranges",
+    "multipart_frame",
     "multipart_length",
     "new_boundary",
     "parse_content_range",
@@ -287,6 +289,44 @@ def _check_ranges(ranges: Sequence[Range], length: int) -> None:
             raise ValueError(f"range {start}-{end} outside a representation of {length} bytes")
 
 
+@dataclass(frozen=True, slots=True)
+class MultipartFrame:
+    """Everything of a multipart/byteranges body but the ranges' own bytes.
+
+    The wire body is ``heads[0]``, the bytes of ``ranges[0]``, ``heads[1]``, ... and
+    ``closing``: a sender with the bytes in memory (:func:`multipart_byteranges`) and one
+    fetching them piece by piece (slices of a large object) write the same framing.
+    """
+
+    content_type: bytes
+    """The 206's Content-Type value (with the boundary)."""
+    ranges: tuple[Range, ...]
+    heads: tuple[bytes, ...]
+    """The delimiter and fields before each part's bytes."""
+    closing: bytes
+    length: int
+    """The whole body's size (the 206's Content-Length)."""
+
+
+def multipart_frame(
+    ranges: Sequence[Range], length: int, content_type: bytes | None, boundary: bytes
+) -> MultipartFrame:
+    """The framing of a multipart/byteranges 206 of a ``length``-byte representation.
+
+    Each part repeats the representation's Content-Type when it has one (§14.6).
+    """
+    _check_boundary(boundary)
+    _check_ranges(ranges, length)
+    type_line = _type_line(content_type)
+    heads = tuple(
+        _part_head(i == 0, boundary, type_line, start, end, length) for i, (start, end) in enumerate(ranges)
+    )
+    closing = b"\r\n--" + boundary + b"--\r\n"
+    total = len(closing) + sum(len(h) for h in heads) + sum(end - start + 1 for start, end in ranges)
+    param = boundary if is_token(boundary) else b'"' + boundary + b'"'
+    return MultipartFrame(b"multipart/byteranges; boundary=" + param, tuple(ranges), heads, closing, total)
+
+
 def multipart_byteranges(
     ranges: Sequence[Range],
     body: bytes | memoryview,
@@ -299,34 +339,24 @@ def multipart_byteranges(
     Pieces alternate part head (bytes) and part body (a ``memoryview`` into
     ``body``, no copy) and end with the closing delimiter; ``b"".join`` gives
     the wire body, and ``multipart_length`` gives its size without building it.
-    Each part repeats the representation's Content-Type when it has one (§14.6).
     """
-    _check_boundary(boundary)
-    _check_ranges(ranges, length)
+    frame = multipart_frame(ranges, length, content_type, boundary)
     if len(body) < length:
         raise ValueError(f"body of {len(body)} bytes is shorter than its length {length}")
     view = body if isinstance(body, memoryview) else memoryview(body)
-    type_line = _type_line(content_type)
     pieces: list[bytes | memoryview] = []
-    for i, (start, end) in enumerate(ranges):
-        pieces.append(_part_head(i == 0, boundary, type_line, start, end, length))
+    for head, (start, end) in zip(frame.heads, frame.ranges, strict=True):
+        pieces.append(head)
         pieces.append(view[start : end + 1])
-    pieces.append(b"\r\n--" + boundary + b"--\r\n")
-    param = boundary if is_token(boundary) else b'"' + boundary + b'"'
-    return b"multipart/byteranges; boundary=" + param, pieces
+    pieces.append(frame.closing)
+    return frame.content_type, pieces
 
 
 def multipart_length(
     ranges: Sequence[Range], length: int, content_type: bytes | None, boundary: bytes
 ) -> int:
     """Content-Length of what ``multipart_byteranges`` would produce, without building it."""
-    _check_boundary(boundary)
-    _check_ranges(ranges, length)
-    type_line = _type_line(content_type)
-    total = 8 + len(boundary)  # b"\r\n--" + boundary + b"--\r\n"
-    for i, (start, end) in enumerate(ranges):
-        total += len(_part_head(i == 0, boundary, type_line, start, end, length)) + end - start + 1
-    return total
+    return multipart_frame(ranges, length, content_type, boundary).length
 
 
 def parse_content_range(value: bytes | None) -> tuple[int, int, int] | None:

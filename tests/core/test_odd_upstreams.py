@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from edge.upstream.client import UpstreamPool, UpstreamTarget
+from tests.core.test_slices import MiB, content, get, ranged, ranges_seen
 from tests.support.nodes import Edge, raw_exchange
 from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen
 
@@ -82,3 +84,63 @@ def _dechunk(data: bytes) -> bytes:
             return out
         out += data[:size]
         data = data[size + 2 :]
+
+
+# -- several ranges of an object kept as slices ------------------------------------------------
+
+
+def parts_of(resp: httpx.Response) -> list[tuple[str, bytes]]:
+    """The (Content-Range, bytes) of each part of a multipart/byteranges body."""
+    ctype = resp.headers["content-type"]
+    assert ctype.startswith("multipart/byteranges; boundary=")
+    boundary = ctype.partition("boundary=")[2].encode()
+    body = resp.content
+    assert body.endswith(b"\r\n--" + boundary + b"--\r\n")
+    parts = []
+    for chunk in body[: -len(boundary) - 6].split(b"--" + boundary + b"\r\n")[1:]:
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n"))
+        assert fields[b"Content-Type"] == b"application/octet-stream"
+        parts.append((fields[b"Content-Range"].decode(), data))
+    assert int(resp.headers["content-length"]) == len(body)
+    return parts
+
+
+async def test_several_ranges_of_a_sliced_object_are_a_multipart_206_from_the_needed_slices(
+    origin: ScriptedOrigin, edge: Edge
+) -> None:
+    length = 6 * MiB + 123  # seven slices
+    origin.routes["/six.bin"] = ranged(length)
+    # cold: the first range's slice describes the object; the others are fetched as needed
+    first = await get(edge, "/six.bin", range="bytes=0-9,20-29")
+    assert first.status_code == 206
+    assert parts_of(first) == [
+        (f"bytes 0-9/{length}", content(0, 9)),
+        (f"bytes 20-29/{length}", content(20, 29)),
+    ]
+    assert ranges_seen(origin, "/six.bin") == [f"bytes=0-{MiB - 1}"]
+
+    wanted = [(40, 49), (2 * MiB - 5, 2 * MiB + 4), (5 * MiB + 7, 5 * MiB + 7), (length - 3, length - 1)]
+    spec = ",".join(f"{a}-{b}" for a, b in wanted)
+    resp = await get(edge, "/six.bin", range=f"bytes={spec}")
+    assert resp.status_code == 206
+    assert parts_of(resp) == [(f"bytes {a}-{b}/{length}", content(a, b)) for a, b in wanted]
+    # slice 0 was stored; slices 1, 2, 5 and 6 hold the other ranges; 3 and 4 are never asked for
+    assert ranges_seen(origin, "/six.bin") == [
+        f"bytes=0-{MiB - 1}",
+        f"bytes={MiB}-{2 * MiB - 1}",
+        f"bytes={2 * MiB}-{3 * MiB - 1}",
+        f"bytes={5 * MiB}-{6 * MiB - 1}",
+        f"bytes={6 * MiB}-{length - 1}",
+    ]
+    # all from the store now, and the same bytes again
+    again = await get(edge, "/six.bin", range=f"bytes={spec}")
+    assert parts_of(again) == parts_of(resp)
+    assert len(ranges_seen(origin, "/six.bin")) == 5
+    # one range and none still work as before
+    one = await get(edge, "/six.bin", range="bytes=100-199")
+    assert (one.status_code, one.content) == (206, content(100, 199))
+    bad = await get(edge, "/six.bin", range=f"bytes={length + 5}-")
+    assert bad.status_code == 416
