@@ -9,8 +9,9 @@ Rules this module guarantees:
   a meta freshened by revalidation (or soft-purged) is a new SliceMeta with the
   same token, since its slices are still the object's bytes;
 - a slice response is accepted only when its Content-Range is exactly the
-  slice asked for, its total length is the meta's and its ETag (when the meta
-  has one) is the meta's; anything else means the object changed upstream.
+  slice asked for, its total length is the meta's and its validator is the
+  meta's (the ETag when the meta has one, else its Last-Modified when it has
+  one); anything else means the object changed upstream.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ class SliceMeta:
         if parse_content_range(get_one(fields, b"content-range")) != (*self.span(index), self.length):
             return False
         etag = self.entry.etag
-        return etag is None or get_one(fields, b"etag") == etag
+        if etag is not None:
+            return get_one(fields, b"etag") == etag
+        modified = self.entry.last_modified
+        return modified is None or get_one(fields, b"last-modified") == modified
 
 
 @final

@@ -206,15 +206,20 @@ class EdgeCore:
             if meta is not None:
                 if decide_reuse(meta.entry, request_cc, now) is not Reuse.VALIDATE:
                     status = respond.hit(_ttl(meta.entry, now))
-                    await self.slices.send(req, sink, meta, now, status)
-                    return
-                fresh = None if b"only-if-cached" in request_cc else await self.slices.revalidate(req, meta)
-                if fresh is not None:
-                    asked = b"no-cache" in request_cc or b"max-age" in request_cc
-                    status = respond.forwarded(b"request" if asked else b"stale", 304)
-                    await self.slices.send(req, sink, fresh, self.clock(), status)
-                    return
-                self.memory.drop_sliced(key)  # changed or unknown: slices are fetched afresh
+                    if await self.slices.send(req, sink, meta, now, status):
+                        return
+                    # A slice it needed showed the object changed before a byte was sent:
+                    # the description is gone, so the request is answered afresh below.
+                else:
+                    fresh = (
+                        None if b"only-if-cached" in request_cc else await self.slices.revalidate(req, meta)
+                    )
+                    if fresh is not None:
+                        asked = b"no-cache" in request_cc or b"max-age" in request_cc
+                        status = respond.forwarded(b"request" if asked else b"stale", 304)
+                        if await self.slices.send(req, sink, fresh, self.clock(), status):
+                            return
+                    self.memory.drop_sliced(key)  # changed or unknown: slices are fetched afresh
         if b"only-if-cached" in request_cc:
             status = respond.forwarded(b"miss", detail=b"only-if-cached")
             await respond.send_error(sink, req, 504, status, "not in cache")

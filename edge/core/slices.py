@@ -6,8 +6,12 @@ Guarantees:
 - a slice is fetched upstream once however many clients want it at the same moment:
   the others wait for the fetch under way (``waits``);
 - a slice whose answer does not match the stored description (the object changed
-  upstream) is never served: the description is dropped and the client's response
-  is cut short, so the next request starts afresh;
+  upstream) is never served: the description is dropped, so the next request starts
+  afresh;
+- a response from slices starts only once the first slice it needs that is not in the
+  store has arrived and matched: a change found then is no cut connection but an
+  answer afresh (``send`` returns False with nothing sent); only a change found later,
+  in a slice after bytes went out, cuts the client's response short;
 - a stale description is revalidated at the cost of one byte (a conditional
   ``Range: bytes=0-0``); an unchanged object keeps its slices.
 """
@@ -45,6 +49,13 @@ GET, HEAD = b"GET", b"HEAD"
 SliceWait = asyncio.Future[bytes | None]
 
 
+class Changed:
+    """What :meth:`Slices.fetch` returns when the upstream's answer was not this object's."""
+
+
+CHANGED = Changed()
+
+
 class Slices:
     """Fetching, storing and sending the slices of large objects."""
 
@@ -71,8 +82,12 @@ class Slices:
         """Keys whose upstream answered a Range request with 200: not sliced again for a while."""
 
     # -- one slice ---------------------------------------------------------------------
-    async def fetch(self, req: Request, meta: SliceMeta, index: int) -> bytes | None:
-        """Slice ``index`` from the store, from a fetch under way, or from upstream with Range."""
+    async def fetch(self, req: Request, meta: SliceMeta, index: int) -> bytes | Changed | None:
+        """Slice ``index`` from the store, from a fetch under way, or from upstream with Range.
+
+        ``CHANGED`` when the upstream's answer is not a slice of this object (the description
+        is dropped), None when the upstream failed.
+        """
         slice_key = meta.slice_key(index)
         for _ in range(2):
             data = self.memory.slice_data(meta, index)
@@ -87,6 +102,7 @@ class Slices:
         future: SliceWait = asyncio.get_running_loop().create_future()
         self.waits[slice_key] = future
         result: bytes | None = None
+        answer: bytes | Changed | None = None
         try:
             start, end = meta.span(index)
             resp = await self.gateway.fetch(req, meta.entry.key, [(b"Range", b"bytes=%d-%d" % (start, end))])
@@ -94,14 +110,14 @@ class Slices:
                 if not meta.accepts(index, resp.status, resp.headers):
                     # The object changed upstream: forget it; the next request starts afresh.
                     self.memory.drop_sliced(meta.entry.key, only=meta)
-                    return None
+                    return CHANGED
                 body = b"".join([chunk async for chunk in resp.chunks()])
             finally:
                 resp.close()
             if len(body) == end - start + 1:
-                result = body
+                answer = result = body
                 self.memory.put_slice(meta, index, body)
-            return result
+            return answer
         except UpstreamError:
             return None
         finally:
@@ -160,7 +176,10 @@ class Slices:
             status = self.responder.forwarded(fwd, 206, stored=True)
         else:
             status = self.responder.forwarded(fwd, 206, detail=(why or "vary").encode())
-        await self.send(req, sink, meta, self.clock(), status, loose=(first_byte, body))
+        if not await self.send(req, sink, meta, self.clock(), status, loose=(first_byte, body)):
+            # The next slice it needed was not this object's: it changed between two requests.
+            error = UpstreamError("the object changed upstream while its slices were fetched")
+            await self.responder.send_upstream_error(sink, req, fwd, error)
         return None
 
     # -- answering from slices -----------------------------------------------------------
@@ -172,11 +191,14 @@ class Slices:
         now: float,
         status: CacheStatus,
         loose: tuple[int, bytes] | None = None,
-    ) -> None:
+    ) -> bool:
         """Answer from slices: 200 whole, a 206 (one range, or multipart/byteranges), or 416.
 
         Only the slices holding the bytes sent are fetched. ``loose`` is a piece already in
-        hand (the answer of a range miss), sent without looking it up again.
+        hand (the answer of a range miss), sent without looking it up again. Nothing is
+        sent before the first of those slices missing from the store has arrived; when it
+        shows the object changed, the answer is False and nothing was sent (the caller
+        answers afresh); True once answered.
         """
         entry = meta.entry
         headers = [
@@ -186,10 +208,22 @@ class Slices:
             (b"X-Cache", b"HIT" if status.hit else b"MISS"),
         ]
         if self.responder.not_modified(req, sink, 200, entry.headers, headers):
-            return
+            return True
         length = meta.length
         plan = self.responder.range_plan(req, 200, length, entry.headers)
         held: list[tuple[int, bytes]] = []  # the last slice fetched: the next part may need it too
+        ready: dict[int, bytes] = {}  # the slice fetched before the response started
+        spans = () if req.method == HEAD else ((0, length - 1),) if plan is None else plan.ranges
+        missing = self._first_missing(meta, spans, loose)
+        if missing is not None:
+            first_missing = await self.fetch(req, meta, missing)
+            if isinstance(first_missing, Changed):
+                return False
+            if first_missing is None:
+                error = UpstreamError("the upstream failed to send a slice")
+                await self.responder.send_upstream_error(sink, req, b"partial", error)
+                return True
+            ready[missing] = first_missing
 
         async def write(start: int, end: int) -> bool:
             for index in meta.covering(start, end):
@@ -198,8 +232,10 @@ class Slices:
                 if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
                     await sink.write(memoryview(loose[1])[lo - loose[0] : hi - loose[0] + 1])
                     continue
-                data = held[0][1] if held and held[0][0] == index else await self.fetch(req, meta, index)
+                data: bytes | Changed | None = ready.pop(index, None)
                 if data is None:
+                    data = held[0][1] if held and held[0][0] == index else await self.fetch(req, meta, index)
+                if not isinstance(data, bytes):
                     sink.abort()  # the object changed or the upstream failed mid-object
                     return False
                 held[:] = [(index, data)]
@@ -208,10 +244,26 @@ class Slices:
 
         if plan is not None:
             await self.responder.send_parts(sink, plan, headers, length, write)
-            return
+            return True
         sink.start(200, entry.reason, headers, length)
         if req.method == HEAD or await write(0, length - 1):
             sink.end()
+        return True
+
+    def _first_missing(
+        self, meta: SliceMeta, spans: tuple[tuple[int, int], ...], loose: tuple[int, bytes] | None
+    ) -> int | None:
+        """The first slice, in sending order, that the spans need and neither the store nor
+        ``loose`` holds."""
+        for start, end in spans:
+            for index in meta.covering(start, end):
+                first, last = meta.span(index)
+                lo, hi = max(start, first), min(end, last)
+                if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
+                    continue
+                if self.memory.slice_data(meta, index) is None:
+                    return index
+        return None
 
     async def revalidate(self, req: Request, meta: SliceMeta) -> SliceMeta | None:
         """Ask whether a sliced object is unchanged, at the cost of one byte.

@@ -7,6 +7,8 @@ HTTP/1.1 front relays them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from edge.upstream.client import UpstreamPool, UpstreamTarget
 from tests.core.test_slices import MiB, content, get, ranged, ranges_seen
 from tests.support.nodes import Edge, raw_exchange
-from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen
+from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen, response
 
 pytestmark = pytest.mark.asyncio
 
@@ -144,3 +146,107 @@ async def test_several_ranges_of_a_sliced_object_are_a_multipart_206_from_the_ne
     assert (one.status_code, one.content) == (206, content(100, 199))
     bad = await get(edge, "/six.bin", range=f"bytes={length + 5}-")
     assert bad.status_code == 416
+
+
+# -- a stored partial object whose next slice shows it changed ---------------------------------
+
+
+def versioned(length: int, state: dict[str, str | int]):  # type: ignore[no-untyped-def]
+    """An object of ``length`` bytes whose ETag and bytes the test changes through ``state``."""
+
+    async def route(seen: Seen, conn: OriginConnection) -> None:
+        seed = int(state["seed"])
+        fields = [("Cache-Control", "max-age=600"), ("ETag", str(state["etag"]))]
+        fields.append(("Content-Type", "application/octet-stream"))
+        m = re.fullmatch(rb"bytes=(\d+)-(\d+)", seen.header(b"range") or b"")
+        if m is None:
+            conn.write(response(200, b"", fields, length=False)[:-2] + b"Content-Length: %d\r\n\r\n" % length)
+            for start in range(0, length, MiB):
+                await conn.send(content(start + seed, min(length, start + MiB) - 1 + seed))
+            return
+        start, end = int(m[1]), min(length - 1, int(m[2]))
+        part = [*fields, ("Content-Range", f"bytes {start}-{end}/{length}")]
+        conn.write(response(206, content(start + seed, end + seed), part, "Partial Content"))
+
+    return route
+
+
+async def test_a_partial_object_asked_whole_after_it_changed_is_fetched_afresh_not_cut(
+    origin: ScriptedOrigin, edge: Edge
+) -> None:
+    length = 3 * MiB + 10
+    state: dict[str, str | int] = {"etag": '"v1"', "seed": 0}
+    origin.routes["/moving.bin"] = versioned(length, state)
+    first = await get(edge, "/moving.bin", range="bytes=0-9")
+    assert (first.status_code, first.content) == (206, content(0, 9))  # slice 0 of v1 is stored
+    state.update(etag='"v2"', seed=7)
+    # The whole object: slice 0 is stored, slice 1 is not. Its answer shows the change before
+    # a byte went out, so the client gets v2 whole instead of v1's first MiB and a cut.
+    whole = await get(edge, "/moving.bin")
+    assert whole.status_code == 200
+    assert whole.headers["etag"] == '"v2"'
+    assert hashlib.sha256(whole.content).digest() == hashlib.sha256(content(7, length - 1 + 7)).digest()
+    assert ranges_seen(origin, "/moving.bin") == [f"bytes=0-{MiB - 1}", f"bytes={MiB}-{2 * MiB - 1}", None]
+    # v2 was cut into slices as it streamed: the next whole request is a hit from them
+    again = await get(edge, "/moving.bin")
+    assert again.content == whole.content and "hit" in again.headers["cache-status"]
+    assert len(ranges_seen(origin, "/moving.bin")) == 3
+
+
+async def test_ranges_of_a_partial_object_that_changed_are_answered_afresh(
+    origin: ScriptedOrigin, edge: Edge
+) -> None:
+    length = 4 * MiB
+    state: dict[str, str | int] = {"etag": '"v1"', "seed": 0}
+    origin.routes["/moving.bin"] = versioned(length, state)
+    assert (await get(edge, "/moving.bin", range="bytes=0-9")).status_code == 206
+    state.update(etag='"v2"', seed=3)
+    wanted = [(0, 9), (2 * MiB, 2 * MiB + 9)]
+    resp = await get(edge, "/moving.bin", range="bytes=0-9,2097152-2097161")
+    assert resp.status_code == 206 and resp.headers["etag"] == '"v2"'
+    assert parts_of(resp) == [(f"bytes {a}-{b}/{length}", content(a + 3, b + 3)) for a, b in wanted]
+    # the changed slice 2, then afresh: slice 0 (describes v2) and slice 2 again, of v2
+    assert ranges_seen(origin, "/moving.bin") == [
+        f"bytes=0-{MiB - 1}",
+        f"bytes={2 * MiB}-{3 * MiB - 1}",
+        f"bytes=0-{MiB - 1}",
+        f"bytes={2 * MiB}-{3 * MiB - 1}",
+    ]
+
+
+async def test_a_slice_that_cannot_be_fetched_before_the_response_starts_is_a_502(
+    origin: ScriptedOrigin, edge: Edge
+) -> None:
+    length = 3 * MiB
+    state: dict[str, str | int] = {"etag": '"v1"', "seed": 0}
+    origin.routes["/moving.bin"] = versioned(length, state)
+    assert (await get(edge, "/moving.bin", range="bytes=0-9")).status_code == 206
+
+    async def broken(seen: Seen, conn: OriginConnection) -> None:
+        conn.abort()
+
+    origin.routes["/moving.bin"] = broken
+    resp = await get(edge, "/moving.bin")
+    assert resp.status_code == 502
+    assert "fwd=partial" in resp.headers["cache-status"]
+
+
+async def test_a_change_found_after_bytes_went_out_still_cuts_the_response(
+    origin: ScriptedOrigin, edge: Edge
+) -> None:
+    length = 3 * MiB
+    state: dict[str, str | int] = {"etag": '"v1"', "seed": 0}
+    versions = versioned(length, state)
+    origin.routes["/moving.bin"] = versions
+    assert (await get(edge, "/moving.bin", range="bytes=0-9")).status_code == 206
+
+    async def changes_after_slice_1(seen: Seen, conn: OriginConnection) -> None:
+        await versions(seen, conn)
+        if seen.header(b"range") == f"bytes={MiB}-{2 * MiB - 1}".encode():
+            state.update(etag='"v2"', seed=5)
+
+    origin.routes["/moving.bin"] = changes_after_slice_1
+    with pytest.raises(httpx.RemoteProtocolError):
+        await get(edge, "/moving.bin")  # slices 0 and 1 of v1 went out; slice 2 is v2's
+    fresh = await get(edge, "/moving.bin")
+    assert fresh.headers["etag"] == '"v2"' and fresh.content == content(5, length - 1 + 5)

@@ -138,8 +138,11 @@ async def test_object_changed_upstream_discards_its_slices(origin: ScriptedOrigi
     origin.routes["/ch.bin"] = ranged(length, etag='"v1"')
     await get(edge, "/ch.bin", Range="bytes=0-9")
     origin.routes["/ch.bin"] = ranged(length, etag='"v2"')
-    with pytest.raises(httpx.RemoteProtocolError):
-        await get(edge, "/ch.bin", Range=f"bytes=0-{2 * MiB}")  # slice 1 comes back with another ETag
+    # slice 1 comes back with another ETag before a byte was sent: answered afresh, not cut
+    # (a change found after bytes went out cuts: tests/core/test_odd_upstreams.py)
+    changed = await get(edge, "/ch.bin", Range=f"bytes=0-{2 * MiB}")
+    assert changed.status_code == 206 and changed.headers["etag"] == '"v2"'
+    assert changed.content == content(0, 2 * MiB)
     fresh = await get(edge, "/ch.bin", Range=f"bytes={2 * MiB}-{2 * MiB + 9}")
     assert fresh.status_code == 206 and fresh.headers["etag"] == '"v2"'
     assert fresh.content == content(2 * MiB, 2 * MiB + 9)
