@@ -95,7 +95,7 @@ class EdgeCore:
         self.responder = Responder(
             cache_name(config.name), b"1.1 " + config.name.encode(), self.compressor, clock
         )
-        self.forwarder = Forwarder(self.gateway, self.responder, self.memory)
+        self.forwarder = Forwarder(self.gateway, self.responder, self.memory, ttls)
         self.slices = Slices(config, self.memory, self.gateway, self.responder, ttls, clock)
         rules = AdmissionRules(
             max_object_size=config.max_object_size,

@@ -15,8 +15,9 @@ import pytest
 
 from edge.upstream.client import UpstreamPool, UpstreamTarget
 from tests.core.test_slices import MiB, content, get, ranged, ranges_seen
-from tests.support.nodes import Edge, raw_exchange
-from tests.support.scripted_origin import OriginConnection, ScriptedOrigin, Seen, response
+from tests.support.nodes import Clock, Edge, raw_exchange
+from tests.support.scripted_origin import Gate, OriginConnection, ScriptedOrigin, Seen, response
+from tests.support.waiting import eventually, fill_readers
 
 pytestmark = pytest.mark.asyncio
 
@@ -250,3 +251,68 @@ async def test_a_change_found_after_bytes_went_out_still_cuts_the_response(
         await get(edge, "/moving.bin")  # slices 0 and 1 of v1 went out; slice 2 is v2's
     fresh = await get(edge, "/moving.bin")
     assert fresh.headers["etag"] == '"v2"' and fresh.content == content(5, length - 1 + 5)
+
+
+# -- a HEAD answered upstream updates the stored GET (RFC 9111 §4.3.5) -------------------------
+
+
+def by_language(state: dict[str, str], gate: Gate):  # type: ignore[no-untyped-def]
+    """/v varies on Accept-Language; ``fr`` waits at ``gate``; HEAD answers with ``state``."""
+
+    async def route(seen: Seen, conn: OriginConnection) -> None:
+        lang = (seen.header(b"accept-language") or b"en").decode()
+        if lang == "fr":
+            await gate.hold()
+        body = f"hello {lang}\n".encode()
+        fields = [("Vary", "Accept-Language"), ("Content-Type", "application/octet-stream")]
+        if seen.method == b"HEAD":
+            fields += [("ETag", state["etag"]), ("Cache-Control", "max-age=100"), ("X-Rev", state["rev"])]
+            conn.write(response(200, body, fields)[: -len(body)])
+        else:
+            fields += [("ETag", f'"{lang}-1"'), ("Cache-Control", "max-age=10"), ("X-Rev", "1")]
+            conn.write(response(200, body, fields))
+
+    return route
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same-validator", "changed"])
+async def test_a_head_sent_upstream_updates_the_stored_get_it_describes(
+    origin: ScriptedOrigin, edge: Edge, clock: Clock, same: bool
+) -> None:
+    state = {"etag": '"en-1"' if same else '"en-2"', "rev": "2"}
+    gate = Gate()
+    origin.routes["/v"] = by_language(state, gate)
+    async with edge.client() as client:
+        first = await client.get("/v", headers={"accept-language": "en"})
+        assert first.headers["x-rev"] == "1"
+        # The en HEAD must go upstream: the stored en GET is stale (same), or the HEAD says
+        # no-cache while it is fresh (changed: the HEAD must then make it stale).
+        head_fields = {"accept-language": "en"}
+        if same:
+            clock.advance(20)
+        else:
+            head_fields["cache-control"] = "no-cache"
+        # A HEAD goes upstream only when the cache cannot answer it otherwise: here it
+        # collapses on another language's fill, whose Vary shows it is not its response.
+        other = asyncio.ensure_future(client.get("/v", headers={"accept-language": "fr"}))
+        await gate.reached()
+        head = asyncio.ensure_future(client.head("/v", headers=head_fields))
+        await eventually(lambda: fill_readers(edge) == 2, "the HEAD joined the fr fill")
+        gate.open()
+        assert (await other).status_code == 200
+        answered = await head
+        assert (answered.status_code, answered.headers["x-rev"]) == (200, "2")
+        assert origin.count("/v", b"HEAD") == 1
+        after = await client.get("/v", headers={"accept-language": "en"})
+    en_gets = [s for s in origin.seen if s.method == b"GET" and s.header(b"accept-language") == b"en"]
+    assert after.content == b"hello en\n"
+    if same:
+        # a new entry with the HEAD's fields: fresh again (max-age=100), from the store
+        assert after.headers["x-rev"] == "2" and after.headers["x-cache"] == "HIT"
+        assert "hit" in after.headers["cache-status"]
+        assert len(en_gets) == 1
+    else:
+        # the HEAD described another object: the stored GET, fresh until then, is now stale
+        # and is validated
+        assert after.headers["x-cache"] == "MISS"
+        assert len(en_gets) == 2 and en_gets[1].header(b"if-none-match") == b'"en-1"'
