@@ -6,7 +6,9 @@ Rules this module guarantees:
   statuses or ``public`` responses; a malformed or duplicated value means
   "already stale" (lifetime 0);
 - a targeted field (Edge-Cache-Control, then CDN-Cache-Control) with any valid
-  directive replaces Cache-Control *and* Expires for this node (RFC 9213 §2.1);
+  directive replaces Cache-Control *and* Expires for this node (RFC 9213 §2.1); one
+  that is not a valid Structured Field Dictionary, or gives a known directive a value
+  of the wrong type, is ignored whole (``edge.http.cache_control.parse_targeted``);
 - a response is fresh only while its lifetime is strictly greater than its age.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, replace
 
-from edge.http.cache_control import INVALID, Directives, parse_cache_control
+from edge.http.cache_control import INVALID, Directives, parse_cache_control, parse_targeted
 from edge.http.dates import parse_http_date
 from edge.http.fields import Headers, get_all, get_one
 
@@ -49,7 +51,7 @@ def effective_directives(headers: Headers) -> tuple[Directives, bool]:
     for name in TARGETED_FIELDS:
         values = get_all(headers, name)
         if values:
-            directives = parse_cache_control(values)
+            directives = parse_targeted(values)
             if directives:
                 return directives, True
     return parse_cache_control(get_all(headers, b"cache-control")), False

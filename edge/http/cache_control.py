@@ -1,6 +1,11 @@
 """Cache-Control (RFC 9111 §5.2) and its targeted variants (RFC 9213).
 
 Rules this module guarantees:
+- a targeted field (CDN-Cache-Control, Edge-Cache-Control) is an RFC 8941 Dictionary,
+  parsed by the ``http-sf`` library (:func:`parse_targeted`); one that does not parse,
+  is empty, or holds a known directive with a value of the wrong type (``max-age="10"``,
+  ``max-age=a``, ``no-store=?0``) is ignored whole (None), so Cache-Control rules;
+  parameters on directives are ignored (RFC 9213 §2.1);
 - directive names are case-insensitive and returned lower-case;
 - a directive that appears twice is recorded in ``duplicates``; callers decide
   what that means (for freshness it makes the value invalid, RFC 9111 §4.2.1);
@@ -12,6 +17,8 @@ Rules this module guarantees:
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import http_sf
 
 from edge.http.fields import split_list, unquote
 
@@ -100,3 +107,76 @@ def _parse(values: tuple[bytes, ...]) -> Directives:
     if not args:
         return EMPTY
     return Directives(args, frozenset(duplicates) if duplicates else _NO_DUPLICATES)
+
+
+# --- targeted fields (RFC 9213): Structured Field Dictionaries -----------------------------
+
+TARGETED_DELTAS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+"""Directives whose value is delta-seconds: a non-negative Integer in a targeted field."""
+TARGETED_FLAGS = frozenset(
+    {"no-store", "must-revalidate", "proxy-revalidate", "public", "immutable", "no-transform"}
+    | {"must-understand"}
+)
+"""Directives without an argument: Boolean true (a bare key) in a targeted field."""
+TARGETED_FIELD_LISTS = frozenset({"no-cache", "private"})
+"""Directives that are Boolean true or a String of comma-separated field names."""
+
+_targeted: dict[tuple[bytes, ...], Directives | None] = {}
+
+
+def parse_targeted(values: Iterable[bytes]) -> Directives | None:
+    """The directives of a targeted field's lines (RFC 9213 §2.1), or None to ignore it.
+
+    The lines are combined (RFC 8941 §4.2) and parsed as a Dictionary by ``http-sf``.
+    None when that fails, when it is empty, or when a directive this node knows has a
+    value of another type than RFC 9213 §2.1 gives it (the whole field is then ignored,
+    not the one directive). Unknown directives are kept by name only.
+    """
+    lines = tuple(values)
+    if lines in _targeted:
+        return _targeted[lines]
+    directives = _parse_targeted(lines)
+    if len(_targeted) >= _PARSED_LIMIT:
+        _targeted.clear()
+    _targeted[lines] = directives
+    return directives
+
+
+def _parse_targeted(lines: tuple[bytes, ...]) -> Directives | None:
+    try:
+        parsed = http_sf.parse(b", ".join(lines), tltype="dictionary")
+    except ValueError:  # http_sf.StructuredFieldError is one
+        return None
+    if not isinstance(parsed, dict) or not parsed:
+        return None
+    args: dict[bytes, bytes | None] = {}
+    try:
+        for name, member in parsed.items():
+            value = member[0] if isinstance(member, tuple) else member  # parameters are ignored
+            args[name.encode("ascii")] = _targeted_arg(name, value)
+    except _WrongType:
+        return None
+    return Directives(args, _NO_DUPLICATES)
+
+
+class _WrongType(Exception):
+    """A known directive with a value of another type than RFC 9213 §2.1 gives it."""
+
+
+def _targeted_arg(name: str, value: object) -> bytes | None:
+    """The directive's argument as Cache-Control parsing gives it (raises ``_WrongType``)."""
+    if name in TARGETED_DELTAS:
+        if type(value) is int and value >= 0:  # a Boolean is an int in Python, but not here
+            return b"%d" % value
+        raise _WrongType(name)
+    if name in TARGETED_FLAGS:
+        if value is True:
+            return None
+        raise _WrongType(name)
+    if name in TARGETED_FIELD_LISTS:
+        if value is True:
+            return None
+        if type(value) is str:
+            return value.encode("ascii")
+        raise _WrongType(name)
+    return None  # an extension directive: its name is all this node could act on

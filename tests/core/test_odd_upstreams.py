@@ -16,7 +16,7 @@ import pytest
 from edge.upstream.client import UpstreamPool, UpstreamTarget
 from tests.core.test_slices import MiB, content, get, ranged, ranges_seen
 from tests.support.nodes import Clock, Edge, raw_exchange
-from tests.support.scripted_origin import Gate, OriginConnection, ScriptedOrigin, Seen, response
+from tests.support.scripted_origin import Gate, OriginConnection, ScriptedOrigin, Seen, fixed, response
 from tests.support.waiting import eventually, fill_readers
 
 pytestmark = pytest.mark.asyncio
@@ -316,3 +316,28 @@ async def test_a_head_sent_upstream_updates_the_stored_get_it_describes(
         # and is validated
         assert after.headers["x-cache"] == "MISS"
         assert len(en_gets) == 2 and en_gets[1].header(b"if-none-match") == b'"en-1"'
+
+
+# -- a targeted field that is not a valid Structured Field is ignored ------------------------
+
+
+@pytest.mark.parametrize("cdn", ['max-age="600"', "max-age=a", "max-age=600, public=?0", "Max-Age=600"])
+async def test_an_invalid_cdn_cache_control_leaves_cache_control_in_charge(
+    origin: ScriptedOrigin, edge: Edge, cdn: str
+) -> None:
+    headers = [("CDN-Cache-Control", cdn), ("Cache-Control", "no-store"), ("ETag", '"t"')]
+    origin.routes["/t"] = fixed(200, b"targeted\n", headers)
+    async with edge.client() as client:
+        first = await client.get("/t")
+        assert first.status_code == 200 and "detail=no-store" in first.headers["cache-status"]
+        assert (await client.get("/t")).headers["x-cache"] == "MISS"
+    assert origin.count("/t") == 2  # Cache-Control's no-store ruled: never stored
+
+
+async def test_a_valid_cdn_cache_control_overrides_cache_control(origin: ScriptedOrigin, edge: Edge) -> None:
+    headers = [("CDN-Cache-Control", "max-age=600"), ("Cache-Control", "no-store"), ("ETag", '"t"')]
+    origin.routes["/t"] = fixed(200, b"targeted\n", headers)
+    async with edge.client() as client:
+        await client.get("/t")
+        assert (await client.get("/t")).headers["x-cache"] == "HIT"
+    assert origin.count("/t") == 1
