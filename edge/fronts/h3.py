@@ -36,7 +36,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
-from edge.fronts import qh3_io
+from edge.fronts import qh3_io, quic_guard
 from edge.fronts.hit import FieldHitHead, lower_fields
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
@@ -479,7 +479,9 @@ async def start_quic(
     factory = protocol_class(backend, core, config, stats)
     loop = asyncio.get_running_loop()
     servers = []
-    batched = qh3_io.batched_server_class(backend.QuicServer) if backend.name == "qh3" else None
+    # New connections are bounded before address validation (Retry above a threshold), see quic_guard.
+    guarded = quic_guard.guarded_server_class(backend.QuicServer)
+    batched = qh3_io.batched_server_class(guarded) if backend.name == "qh3" else None
     for sock in socks:
         if batched is not None:  # batched UDP I/O (GSO/GRO), see qh3_io
             _, server = await qh3_io.open_endpoint(
@@ -487,7 +489,7 @@ async def start_quic(
             )
         else:
             _, server = await loop.create_datagram_endpoint(
-                lambda: backend.QuicServer(configuration=configuration, create_protocol=factory), sock=sock
+                lambda: guarded(configuration=configuration, create_protocol=factory), sock=sock
             )
         servers.append(server)
     return QuicListener(servers, stats)
