@@ -25,6 +25,7 @@ from edge.http.fields import split_list, unquote
 DELTA_MAX = 2147483648
 INVALID = -1
 """Returned by :meth:`Directives.delta` for a directive present with a bad value."""
+_DELTA_MAX_DIGITS = len(str(DELTA_MAX))
 
 
 class Directives:
@@ -66,7 +67,10 @@ class Directives:
 def parse_delta(arg: bytes | None) -> int:
     if not arg or not arg.isdigit():
         return INVALID
-    value = int(arg)
+    digits = arg.lstrip(b"0") or b"0"
+    if len(digits) > _DELTA_MAX_DIGITS:
+        return DELTA_MAX  # before int(), which refuses numerals of more than 4,300 digits
+    value = int(digits)
     return DELTA_MAX if value > DELTA_MAX else value
 
 

@@ -125,7 +125,8 @@ def declared_length(headers: Headers) -> int | None:
     """The body length a message's Content-Length declares (RFC 9112 §6.3), or None.
 
     None when Transfer-Encoding is present, when there is no Content-Length, when the
-    Content-Length lines disagree or when the value is not a number.
+    Content-Length lines disagree or when the value is not a number (or a numeral of more
+    than 18 digits, which no body reaches and ``int()`` may refuse).
     """
     if get_one(headers, b"transfer-encoding") is not None:
         return None
@@ -136,4 +137,5 @@ def declared_length(headers: Headers) -> int | None:
     if len(distinct) != 1:
         return None
     raw = distinct.pop()
-    return int(raw) if raw.isdigit() else None
+    digits = raw.lstrip(b"0") or b"0"
+    return int(digits) if raw.isdigit() and len(digits) <= 18 else None

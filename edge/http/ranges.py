@@ -368,9 +368,11 @@ def parse_content_range(value: bytes | None) -> tuple[int, int, int] | None:
         return None
     span, slash, total = rest.strip(_OWS).partition(b"/")
     first, dash, last = span.partition(b"-")
-    if not (slash and dash and first.isdigit() and last.isdigit() and total.isdigit()):
+    if not (slash and dash):
         return None
-    start, end, length = int(first), int(last), int(total)
+    start, end, length = _number(first), _number(last), _number(total)
+    if start is None or end is None or length is None or length >= _SATURATE:
+        return None  # not digits, or a length past 10^18 (no representation is that long)
     if start > end or end >= length:
         return None
     return start, end, length
