@@ -509,7 +509,7 @@ class Fleet:
             "--name", spec.name, "--node-id", spec.name,
             "--upstream", upstream,
             "--listen", f"127.0.0.1:{port}",
-            "--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", self.token,
+            "--admin-listen", f"127.0.0.1:{admin_port}", "--admin-token", self.token, "--access-log", "off",
             "--cache-size", "64MiB",
             "--workers", str(spec.workers),
             "--connect-timeout", "1", "--read-timeout", "10",

@@ -116,7 +116,7 @@ def main() -> int:
         procs.append(subprocess.Popen(
             ["taskset", "-c", "0", py, "-m", "edge.cli", "serve",
              "--upstream", f"http://127.0.0.1:{origin_port}", "--listen", f"127.0.0.1:{edge_port}",
-             "--admin-listen", ""],
+             "--admin-listen", "", "--access-log", "off"],
             stdout=subprocess.DEVNULL,
         ))  # fmt: skip
         prefix = work / "nginx"

@@ -403,7 +403,7 @@ def start(top: Topology, site: Path) -> None:
 
     def node(name: str, role: str, upstream: str, shields: str | None) -> None:
         argv = [py, "-m", "edge.cli", "serve", "--name", name, "--node-id", name,
-                "--upstream", upstream, "--listen", f"{a[role]}:{NODE_PORT}",
+                "--upstream", upstream, "--listen", f"{a[role]}:{NODE_PORT}", "--access-log", "off",
                 "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--admin-token", top.token,
                 "--cache-size", "256MiB", "--slice-size", "64MiB", "--workers", "1",
                 "--connect-timeout", "2", "--read-timeout", "15", "--tls-listen", ""]  # fmt: skip

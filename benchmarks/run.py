@@ -490,6 +490,8 @@ class EdgeCaps:
     """Certificate and key flags, if any."""
     quic_backend_flag: str | None = None
     """Flag choosing the QUIC library, if any."""
+    access_log_flag: str | None = None
+    """Flag of the access log (turned off: the peers log nothing either), if any."""
 
     @classmethod
     def from_help(cls, text: str) -> EdgeCaps:
@@ -507,7 +509,10 @@ class EdgeCaps:
         backend = "--quic-backend" if "--quic-backend" in flags else None
         if cert is None:  # a listener we cannot give a certificate to cannot start
             tls = quic = None
-        return cls(tls_flag=tls, quic_flag=quic, cert_flags=cert, quic_backend_flag=backend)
+        access_log = "--access-log" if "--access-log" in flags else None
+        return cls(
+            tls_flag=tls, quic_flag=quic, cert_flags=cert, quic_backend_flag=backend, access_log_flag=access_log
+        )
 
     @classmethod
     def detect(cls) -> EdgeCaps:
@@ -630,6 +635,8 @@ class Lab:
             "--workers",
             str(workers),
         ]
+        if caps.access_log_flag:
+            cmd += [caps.access_log_flag, "off"]
         tls = quic = None
         if caps.tls_flag:
             tls = free_port()

@@ -71,17 +71,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = edge_config.load(args.config, os.environ, flags)
     except ConfigError as exc:
         return _fail(str(exc))
-    return _run(config)
+    return _run(config, source=edge_config.ConfigSource(args.config, flags))
 
 
-def _run(config: Config, banner: str | None = None) -> int:
+def _run(config: Config, banner: str | None = None, source: edge_config.ConfigSource | None = None) -> int:
     from edge.wiring.process import StartupError, run
 
     def ready() -> None:
         print(banner or f"edge: serving http://{config.listen}/ from {config.upstream}", flush=True)
 
     try:
-        run(config, ready)
+        run(config, ready, source)
     except StartupError as exc:
         return _fail(str(exc))
     except OSError as exc:

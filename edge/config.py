@@ -48,6 +48,19 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+RELOADABLE = frozenset(
+    {
+        "upstream", "shields", "shield_fallback", "shield_fail_threshold", "shield_probe_min",
+        "shield_probe_max", "upstream_host", "connect_timeout", "read_timeout", "default_ttl",
+        "log_level", "cert", "key",
+    }
+)  # fmt: skip
+"""Settings a running node takes from its re-read configuration on SIGHUP; any other
+changed setting is reported and waits for a restart."""
+
+
 def _opt(default: Any, help: str, kind: str = "str") -> Any:
     return field(default=default, metadata={"help": help, "kind": kind})
 
@@ -73,6 +86,12 @@ class Config:
     shutdown_grace: float = _opt(
         10.0, "seconds in-flight responses may take to finish after SIGTERM before the node exits", "float"
     )
+    access_log: str = _opt(
+        "-",
+        "where the access log goes, one JSON line per request: - (stdout), a file path "
+        "(appended to; reopened on SIGHUP), or off",
+    )
+    log_level: str = _opt("warning", "level of the node's own log on stderr: debug, info, warning or error")
     trusted_proxies: str = _opt(
         "",
         "CIDRs of peers whose X-Forwarded-Proto sets the request's scheme (a shield lists its edges' "
@@ -155,6 +174,8 @@ class Config:
     )
 
     def validate(self) -> None:
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         check_upstream_url(self.upstream)
         parse_shields(self.shields)
         for peer in self.peer_admins():
@@ -328,3 +349,18 @@ def load(
     config = Config(**values)
     config.validate()
     return config
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a running node's settings came from, to read them again on SIGHUP.
+
+    The environment is the process's own (what it was started with); the file is read
+    again, and the command line's flags still win over both.
+    """
+
+    path: Path | None = None
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Config:
+        return load(self.path, os.environ, self.flags)

@@ -22,10 +22,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.cache.purge import PURGE_KINDS
+from edge.core.observe import LATENCY_BUCKETS
 
 __all__ = ["METRICS_CONTENT_TYPE", "exposition"]
 
@@ -53,6 +54,13 @@ _PER_WORKER: list[tuple[str, str, str, str]] = [
     ),
     ("edge_hit_for_pass_keys", "gauge", "Keys remembered as uncacheable.", "hit_for_pass_keys"),
     ("edge_h3_connections", "counter", "HTTP/3 connections accepted.", "h3_connections"),
+    (
+        "edge_access_log_dropped_lines",
+        "counter",
+        "Access-log lines dropped because the destination did not keep up.",
+        "access_log_dropped",
+    ),
+    ("edge_reloads", "counter", "Configuration reloads applied (SIGHUP).", "reloads"),
 ]
 """(name, type, help, stats key): one sample per worker."""
 
@@ -96,6 +104,7 @@ class _Snapshot(Collector):
         yield up
         yield attempts
         yield failures
+        yield from _traffic(workers, labelled)
         if labelled:
             answered = {str(w.get("worker")) for w in workers}
             worker_up = GaugeMetricFamily(
@@ -114,6 +123,62 @@ class _Snapshot(Collector):
         yield CounterMetricFamily(
             "edge_purged_objects", "Stored responses purged or marked stale.", value=stats["purged_objects"]
         )
+
+
+def _traffic(workers: list[Mapping[str, Any]], labelled: bool) -> Iterator[Metric]:
+    """Answered requests (``edge.core.observe``): counts, bytes, latency, collapsing."""
+    worker_label = ["worker"] if labelled else []
+    requests = CounterMetricFamily(
+        "edge_requests",
+        "Requests answered, by protocol (h1, h2, h3), status and cache result (hit, or the "
+        "Cache-Status fwd reason: miss, stale, bypass, ...; none for refusals and errors).",
+        labels=["protocol", "status", "cache", *worker_label],
+    )
+    sent = CounterMetricFamily(
+        "edge_response_body_bytes",
+        "Response body bytes sent, by protocol.",
+        labels=["protocol", *worker_label],
+    )
+    duration = HistogramMetricFamily(
+        "edge_request_duration_seconds",
+        "Time from a request to the end of its response; hits answered where they were parsed count as 0.",
+        labels=worker_label,
+    )
+    upstream = HistogramMetricFamily(
+        "edge_upstream_duration_seconds",
+        "Time from sending a request upstream to its response head (requests that went upstream).",
+        labels=worker_label,
+    )
+    collapsed = CounterMetricFamily(
+        "edge_collapsed_requests", "Requests that joined a fill another request started.", labels=worker_label
+    )
+    for worker in workers:
+        traffic = worker.get("traffic")
+        if not traffic:
+            continue
+        which = [str(worker["worker"])] if labelled else []
+        for protocol, status, cache, count in traffic["requests"]:
+            requests.add_metric([protocol, str(status), cache, *which], count)
+        for protocol, count in sorted(traffic["response_bytes"].items()):
+            sent.add_metric([protocol, *which], count)
+        for family, data in ((duration, traffic["duration"]), (upstream, traffic["upstream_duration"])):
+            family.add_metric(which, _buckets(data["counts"]), data["sum"])
+        collapsed.add_metric(which, traffic["collapsed"])
+    yield requests
+    yield sent
+    yield duration
+    yield upstream
+    yield collapsed
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts → the cumulative ``le`` buckets Prometheus expects, ``+Inf`` last."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return out
 
 
 def exposition(stats: Mapping[str, Any], purge_requests: Mapping[str, int]) -> bytes:

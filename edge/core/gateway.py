@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from edge.config import Config, parse_shields
@@ -77,7 +78,9 @@ class Gateway:
         def fields_for(upstream: Upstream) -> Headers:
             return [*self.fields_for(req, upstream, FILL_DROPPED_FIELDS), *extra]
 
+        started = time.perf_counter()
         resp, _ = await self.router.request(key, GET, req.target, fields_for, on_interim=on_interim)
+        req.upstream_time = time.perf_counter() - started
         return resp
 
     async def forward(
@@ -88,9 +91,11 @@ class Gateway:
         def fields_for(upstream: Upstream) -> Headers:
             return self.fields_for(req, upstream)
 
+        started = time.perf_counter()
         resp, _ = await self.router.request(
             key, req.method, req.target, fields_for, req.body, on_interim, sibling=False
         )
+        req.upstream_time = time.perf_counter() - started
         return resp
 
     def fields_for(self, req: Request, upstream: Upstream, drop: frozenset[bytes] = NO_FIELDS) -> Headers:

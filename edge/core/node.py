@@ -31,6 +31,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from edge.cache import stale as stale_rules
 from edge.cache.admission import AdmissionRules
@@ -48,11 +49,13 @@ from edge.core.fills import Fills
 from edge.core.forward import Forwarder
 from edge.core.gateway import Gateway, build_router
 from edge.core.misses import Misses
+from edge.core.observe import RequestLog
 from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
 from edge.core.slices import Slices
 from edge.http.fields import Headers, split_list
 from edge.http.message import Request
+from edge.upstream.router import Router
 
 __all__ = ["EdgeCore"]
 
@@ -85,7 +88,8 @@ class EdgeCore:
         self._lookup = self.memory.lookup
         self.hit_fields: Headers = [(b"X-Cache", b"HIT")]
         """Fields every fresh hit carries besides Age and Cache-Status (see :meth:`hit_status`)."""
-        ttls = DefaultTtls(parse_ttl_rules(config.default_ttl))
+        ttls = self.ttls = DefaultTtls(parse_ttl_rules(config.default_ttl))
+        self.siblings = list(siblings)
         self.compressor = Compressor(config, self.memory)
         self.node_id = config.node_id or secrets.token_hex(8)
         """This node's id in CDN-Loop: the wiring gives all workers of a node the same one."""
@@ -110,6 +114,10 @@ class EdgeCore:
         """Responses being served by :meth:`serve` (the slow path) right now."""
         self._idle: asyncio.Event | None = None
         self.misses = Misses(self.fills, self.responder, self.forwarder, config.stale_grace, clock)
+        self._retired: list[Router] = []
+        """Routers a reload replaced, closed once no request can still be waiting on them."""
+        self.requests = RequestLog(self.hit_status)
+        """Counters of answered requests and the access log (``edge.core.observe``)."""
 
     # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
@@ -276,8 +284,9 @@ class EdgeCore:
         self.fills.discard_in_flight()
         return purged
 
-    def stats(self) -> dict[str, int]:
-        """The node's counters: store, fills, upstream requests, hit-for-pass keys."""
+    def stats(self) -> dict[str, Any]:
+        """The node's counters: store, fills, upstream requests, hit-for-pass keys, and
+        ``traffic``: the answered requests (:meth:`RequestLog.snapshot`)."""
         store = self.store
         counters = store.stats()
         return {
@@ -292,7 +301,30 @@ class EdgeCore:
             "upstream_requests": self.gateway.requests,
             "sibling_requests": self.gateway.router.sibling_requests,
             "hit_for_pass_keys": len(self.fills.pass_keys),
+            "traffic": self.requests.snapshot(),
         }
+
+    def reload(self, config: Config) -> None:
+        """Apply a re-read configuration's upstreams, shields and TTL rules (SIGHUP).
+
+        Requests already sent keep the upstream they chose; new ones use the new router.
+        The old router's connections are closed once a response could no longer be
+        waiting on them (connect plus read timeout), its counters carried over.
+        """
+        old = self.gateway.router
+        router = build_router(config, self.clock, self.siblings)
+        router.carry_over(old)
+        self.gateway.router = router
+        self.gateway.upstream_host = config.upstream_host.encode() or None
+        self.ttls.rules = parse_ttl_rules(config.default_ttl)
+        grace = config.connect_timeout + 2 * config.read_timeout
+        self._retired.append(old)
+        asyncio.get_running_loop().call_later(grace, self._retire, old)
+
+    def _retire(self, router: Router) -> None:
+        if router in self._retired:
+            self._retired.remove(router)
+            router.close()
 
     def upstreams(self) -> list[dict[str, object]]:
         """Every upstream (sibling workers, shields, origin) with its health and counters."""
@@ -306,4 +338,7 @@ class EdgeCore:
     async def aclose(self) -> None:
         await self.fills.aclose()
         self.gateway.close()
+        for router in self._retired:
+            router.close()
+        self._retired.clear()
         self.compressor.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from edge.core.observe import Recorder, RequestLog
 from edge.http.fields import Headers
 from edge.http.message import Request
 
@@ -40,9 +42,30 @@ class ResponseSink(Protocol):
 
 
 async def serve_guarded(
+    serve: Callable[[Request, ResponseSink], Awaitable[None]],
+    req: Request,
+    sink: ResponseSink,
+    log: RequestLog | None = None,
+) -> None:
+    """Run the core for one request; a bug answers 500 (or cuts the body) instead of killing the adapter.
+
+    With ``log`` (every client-facing front passes the core's), the request is counted and,
+    when the access log is on, logged once it is answered, also when it failed or was cut.
+    """
+    if log is None:
+        await _serve_guarded(serve, req, sink)
+        return
+    started = time.perf_counter()
+    recorder = Recorder(sink)
+    try:
+        await _serve_guarded(serve, req, recorder)
+    finally:
+        log.done(req, recorder, started)
+
+
+async def _serve_guarded(
     serve: Callable[[Request, ResponseSink], Awaitable[None]], req: Request, sink: ResponseSink
 ) -> None:
-    """Run the core for one request; a bug answers 500 (or cuts the body) instead of killing the adapter."""
     try:
         await serve(req, sink)
     except Exception:

@@ -27,6 +27,7 @@ from typing import Any
 from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
+from edge.core.observe import PROTOCOL_LABELS
 from edge.core.sink import serve_guarded
 from edge.fronts.hit import FieldHitHead, lower_fields
 from edge.fronts.request import Refusal, RequestRules, body_too_large
@@ -54,6 +55,7 @@ class EdgeASGI:
         lower = [(k.lower(), v) for k, v in core.hit_fields]
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
         self.hit_fields: Headers = lower + self.alt_svc
+        self.requests = core.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -92,17 +94,32 @@ class EdgeASGI:
         try:
             req = self.request_of(scope)
         except Refusal as refusal:
-            await self.refuse(refusal, scope["method"] == "HEAD", _has_body(scope), receive, send)
+            head = scope["method"] == "HEAD"
+            protocol = PROTOCOL_LABELS.get(scope.get("http_version", ""), "h1")
+            client = scope.get("client")
+            self.requests.refused(
+                protocol, client[0] if client else "", scope["method"].encode(), scope.get("raw_path", b""),
+                refusal.status, 0 if head else len(refusal.body),
+            )  # fmt: skip
+            await self.refuse(refusal, head, _has_body(scope), receive, send)
             return
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is not None:
+            tally = self.requests.front(PROTOCOL_LABELS.get(req.http_version, "h1"))
+            tally.hits += 1
+            if req.method != b"HEAD":
+                tally.hit_bytes += len(entry.body)
+            if entry.status != 200:
+                tally.odd_hits[entry.status] += 1
+            if tally.access is not None:
+                tally.logged_hit(req, entry, now)
             await self.send_hit(entry, req, now, send)
             return
         if not await self.read_body(req, receive, send):
             return
         sink = ASGISink(send, req, self.alt_svc, "http.response.early_hint" in scope.get("extensions", {}))
-        await serve_guarded(self.core.serve, req, sink)
+        await serve_guarded(self.core.serve, req, sink, self.requests)
         await sink.finish()
 
     async def read_body(self, req: Request, receive: Receive, send: Send) -> bool:
@@ -119,7 +136,12 @@ class EdgeASGI:
             size += len(body)
             if size > self.max_body:
                 more = bool(message.get("more_body", False))
-                await self.refuse(body_too_large(), req.method == b"HEAD", more, receive, send)
+                refusal = body_too_large()
+                self.requests.refused(
+                    PROTOCOL_LABELS.get(req.http_version, "h1"), req.client, req.method, req.target,
+                    refusal.status, 0 if req.method == b"HEAD" else len(refusal.body),
+                )  # fmt: skip
+                await self.refuse(refusal, req.method == b"HEAD", more, receive, send)
                 return False
             if body:
                 chunks.append(body)

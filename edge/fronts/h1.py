@@ -28,6 +28,7 @@ import httptools
 
 from edge.config import Config
 from edge.core import EdgeCore
+from edge.core.observe import RequestLog
 from edge.core.sink import serve_guarded
 from edge.fronts.hit import WireHitHead
 from edge.fronts.request import (
@@ -76,6 +77,9 @@ class H1Protocol(asyncio.Protocol):
         self.max_head = rules.max_block
         self.max_count = rules.max_count
         self.max_body = rules.max_body
+        self.requests: RequestLog | None = core.requests
+        self.tally = core.requests.front("h1")
+        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
         self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
         self.extra_fields = b"Alt-Svc: %s\r\n" % config.alt_svc.encode() if config.alt_svc else b""
         """Fields every response on this listener carries (Alt-Svc advertising HTTP/3)."""
@@ -318,12 +322,20 @@ class H1Protocol(asyncio.Protocol):
             connection = b"keep-alive" if keep_alive else b"close"
             head = memo.head[:-2] + b"Connection: %s\r\n\r\n" % connection
         body = entry.body
+        tally = self.tally
+        tally.hits += 1
         if req.method == b"HEAD" or not body:
             transport.write(head)
         elif len(body) <= 16384:
             transport.write(head + body)
+            tally.hit_bytes += len(body)
         else:
             transport.writelines((head, body))
+            tally.hit_bytes += len(body)
+        if entry.status != 200:
+            tally.odd_hits[entry.status] += 1
+        if tally.access is not None:
+            tally.logged_hit(req, entry, now)
         if not keep_alive:
             self.closing = True
             transport.close()
@@ -335,7 +347,7 @@ class H1Protocol(asyncio.Protocol):
     async def _serve(self, req: Request, keep_alive: bool) -> None:
         sink = self.sink_class(self, req, keep_alive)
         try:
-            await serve_guarded(self.core.serve, req, sink)
+            await serve_guarded(self.core.serve, req, sink, self.requests)
         finally:
             self.active = None
             if not sink.clean or not keep_alive:
@@ -374,6 +386,8 @@ class H1Protocol(asyncio.Protocol):
             return
         status = refusal.status
         body = refusal.body
+        if self.requests is not None:
+            self.requests.refused("h1", self.client, None, self.url, status, len(body))
         self.pending_reject = (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, reason_phrase(status), len(body))

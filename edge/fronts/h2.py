@@ -121,6 +121,9 @@ class H2Protocol(asyncio.Protocol):
         self.max_body = rules.max_body
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
         self.hit_fields: Headers = [(k.lower(), v) for k, v in core.hit_fields] + self.alt_svc
+        self.requests = core.requests
+        self.tally = core.requests.front("h2")
+        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.client = ""
@@ -289,7 +292,7 @@ class H2Protocol(asyncio.Protocol):
                 raise Refusal(400, f"malformed request: {malformed}")
             req = self.rules.from_pseudo(method, path, authority, headers, self.client, "2")
         except Refusal as refusal:
-            self.refuse(stream_id, stream, refusal, method)
+            self.refuse(stream_id, stream, refusal, method, path)
             return
         stream.req = req
         if event.stream_ended is not None and not self.try_hit(stream_id, stream, req):
@@ -307,7 +310,7 @@ class H2Protocol(asyncio.Protocol):
         stream.body_size += len(data)
         if stream.body_size > self.max_body:
             stream.body.clear()
-            self.refuse(stream_id, stream, body_too_large(), stream.req.method)
+            self.refuse(stream_id, stream, body_too_large(), stream.req.method, stream.req.target)
             return
         stream.body.append(data)
 
@@ -358,6 +361,14 @@ class H2Protocol(asyncio.Protocol):
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
         body = entry.body
+        tally = self.tally
+        tally.hits += 1
+        if req.method != b"HEAD":
+            tally.hit_bytes += len(body)
+        if entry.status != 200:
+            tally.odd_hits[entry.status] += 1
+        if tally.access is not None:
+            tally.logged_hit(req, entry, now)
         encoder = self.encoder
         encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
         try:
@@ -382,13 +393,20 @@ class H2Protocol(asyncio.Protocol):
     async def serve(self, stream_id: int, stream: _Stream, req: Request) -> None:
         sink = H2Sink(self, stream_id, stream, req)
         try:
-            await serve_guarded(self.core.serve, req, sink)
+            await serve_guarded(self.core.serve, req, sink, self.requests)
         finally:
             if not stream.closed and not stream.end:
                 # The core returned without end() or abort(): end what was sent.
                 sink.end()
 
-    def refuse(self, stream_id: int, stream: _Stream, refusal: Refusal, method: bytes | None) -> None:
+    def refuse(
+        self,
+        stream_id: int,
+        stream: _Stream,
+        refusal: Refusal,
+        method: bytes | None,
+        target: bytes | None = None,
+    ) -> None:
         """Answer a request the core never sees with its refusal's text (no body to HEAD).
 
         The rest of a request body still on its way is read and dropped, not refused with
@@ -396,6 +414,8 @@ class H2Protocol(asyncio.Protocol):
         failed transfer instead of the 413 (measured), and flow control paces the upload.
         """
         body = refusal.body
+        sent = 0 if method == b"HEAD" else len(body)
+        self.requests.refused("h2", self.client, method, target or b"", refusal.status, sent)
         head: Headers = [
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -525,11 +545,20 @@ class H2Sink:
 
 
 async def serve_own_tls(
-    core: EdgeCore, config: Config, cert: str, key: str, socks: list[socket.socket], shutdown: asyncio.Event
+    core: EdgeCore,
+    config: Config,
+    ctx: ssl.SSLContext,
+    socks: list[socket.socket],
+    shutdown: asyncio.Event,
+    draining: asyncio.Event | None = None,
 ) -> None:
-    """Serve HTTP/2 and HTTP/1.1 over TLS on ``socks`` until ``shutdown`` is set."""
+    """Serve HTTP/2 and HTTP/1.1 over TLS on ``socks`` with ``ctx`` (see :func:`tls_context`)
+    until ``shutdown`` is set. Loading another chain into ``ctx`` applies to new handshakes.
+
+    Once ``draining`` is set the listeners stop accepting (a load balancer moves new
+    connections elsewhere) while open connections are served until ``shutdown``.
+    """
     loop = asyncio.get_running_loop()
-    ctx = tls_context(cert, key)
     connections: set[H2Protocol] = set()
     servers = [
         await loop.create_server(
@@ -538,6 +567,10 @@ async def serve_own_tls(
         for sock in socks
     ]
     try:
+        if draining is not None:
+            await draining.wait()
+            for server in servers:
+                server.close()
         await shutdown.wait()
     finally:
         for server in servers:

@@ -156,6 +156,9 @@ class H3Session:
         self.transmit_scheduled = False
         self.closed = False
         self.hit_fields: Headers = [(k.lower(), v) for k, v in core.hit_fields]
+        self.requests = core.requests
+        self.tally = core.requests.front("h3")
+        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
         self.copy_free = backend.name == "qh3"
         if backend.name == "qh3":
             self.buffered: Callable[[], int] = self._buffered_qh3
@@ -238,7 +241,7 @@ class H3Session:
         try:
             req = self.rules.from_pseudo(method, path, authority, regular, self._client(), "3")
         except Refusal as refusal:
-            self._refuse(stream_id, refusal, method, ended)
+            self._refuse(stream_id, refusal, method, ended, path)
             return
         if ended:
             self._request(stream_id, req)
@@ -256,7 +259,7 @@ class H3Session:
         stream.size += len(data)
         if stream.size > self.max_body:
             del self.partial[stream_id]
-            self._refuse(stream_id, body_too_large(), stream.req.method, ended)
+            self._refuse(stream_id, body_too_large(), stream.req.method, ended, stream.req.target)
             return
         if data:
             stream.body.append(data)
@@ -270,9 +273,18 @@ class H3Session:
         method = req.method
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
-        if entry is not None and (len(entry.body) <= CHUNK or method == b"HEAD"):
-            self._send_small_hit(stream_id, entry, req, now)
-            return
+        if entry is not None:
+            tally = self.tally
+            tally.hits += 1
+            if method != b"HEAD":
+                tally.hit_bytes += len(entry.body)
+            if entry.status != 200:
+                tally.odd_hits[entry.status] += 1
+            if tally.access is not None:
+                tally.logged_hit(req, entry, now)
+            if len(entry.body) <= CHUNK or method == b"HEAD":
+                self._send_small_hit(stream_id, entry, req, now)
+                return
         task = self.loop.create_task(self._serve(stream_id, req, entry, now))
         self.tasks[stream_id] = task
         task.add_done_callback(lambda _: self._done(stream_id, task))
@@ -311,13 +323,17 @@ class H3Session:
             self.h3.send_data(stream_id, body, end_stream=True)
         self.transmit_soon()
 
-    def _refuse(self, stream_id: int, refusal: Refusal, method: bytes | None, ended: bool) -> None:
+    def _refuse(
+        self, stream_id: int, refusal: Refusal, method: bytes | None, ended: bool, target: bytes | None = None
+    ) -> None:
         """Answer a request the core never sees with its refusal's text (no body to HEAD).
 
         A client still sending its body is asked to stop (STOP_SENDING); what arrives
         meanwhile is dropped.
         """
         body = refusal.body
+        sent = 0 if method == b"HEAD" else len(body)
+        self.requests.refused("h3", self._client(), method, target or b"", refusal.status, sent)
         head = [
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -340,7 +356,7 @@ class H3Session:
             await self.send_body(stream_id, entry.body, end=True)
             return
         sink = H3Sink(self, stream_id, req)
-        await serve_guarded(self.core.serve, req, sink)
+        await serve_guarded(self.core.serve, req, sink, self.requests)
 
     async def send_body(self, stream_id: int, data: bytes | memoryview, end: bool) -> None:
         """Hand ``data`` to the library in chunks, each only when the backlog is below the bound."""
@@ -463,6 +479,12 @@ class QuicListener:
 
     servers: list[Any]
     stats: QuicStats
+    configuration: Any = None
+    """The QuicConfiguration every new connection starts from (certificate reload)."""
+
+    def load_cert_chain(self, cert: str, key: str) -> None:
+        """Use ``cert``/``key`` for connections from now on (open ones keep theirs)."""
+        self.configuration.load_cert_chain(cert, key)
 
     def close(self) -> None:
         for server in self.servers:
@@ -492,4 +514,4 @@ async def start_quic(
                 lambda: guarded(configuration=configuration, create_protocol=factory), sock=sock
             )
         servers.append(server)
-    return QuicListener(servers, stats)
+    return QuicListener(servers, stats, configuration)

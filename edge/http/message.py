@@ -40,7 +40,11 @@ class Request:
         "method",
         "scheme",
         "target",
+        "upstream_time",
     )
+
+    upstream_time: float
+    """Seconds from sending this request upstream to the response head (see __init__)."""
 
     def __init__(
         self,
@@ -70,6 +74,9 @@ class Request:
         self.http_version = http_version
         self.body = body
         """The request body, buffered (bounded by config.max_request_body)."""
+        # ``upstream_time`` (seconds to the upstream's response head, for the access log and
+        # metrics) is set only when the request went upstream itself: read it with
+        # getattr(req, "upstream_time", None). Not assigned here, so a hit pays nothing for it.
 
     def __repr__(self) -> str:
         return f"Request({self.method!r}, {self.scheme!r}://{self.host!r}{self.target!r})"

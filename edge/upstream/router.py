@@ -278,6 +278,20 @@ class Router:
         if self._wake is not None:
             self._wake.set()
 
+    def carry_over(self, old: Router) -> None:
+        """Continue ``old``'s counters (a reload replaced it): totals, and each upstream's that
+        both name, so the node's counters never go down while it runs."""
+        self.requests += old.requests
+        self.sibling_requests += old.sibling_requests
+        before = {(u.kind, str(u)): u for u in old.upstreams}
+        for upstream in self.upstreams:
+            previous = before.get((upstream.kind, str(upstream)))
+            if previous is not None:
+                upstream.requests += previous.requests
+                upstream.health.failures_total += previous.health.failures_total
+                upstream.health.opened_total += previous.health.opened_total
+                upstream.health.probes_total += previous.health.probes_total
+
     def close(self) -> None:
         if self._prober is not None:
             self._prober.cancel()

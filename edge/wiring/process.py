@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 
 import uvloop
 
-from edge.config import Config, ConfigError, parse_listen, parse_listen_list
+from edge.config import Config, ConfigError, ConfigSource, parse_listen, parse_listen_list
 from edge.core import EdgeCore
 from edge.fronts.h1 import LIVE, H1Protocol
 from edge.fronts.h3 import QuicListener
 from edge.fronts.sibling import SiblingProtocol
+from edge.wiring.accesslog import AccessLog
+from edge.wiring.reload import Reloader, configure_logging
 from edge.wiring.tls import Certificate, bind_many
 from edge.wiring.workers import WorkerPlace, make_run_dir
 
@@ -78,19 +80,27 @@ class Secure:
 
 
 async def start_secure(
-    core: EdgeCore, config: Config, secure: Secure, stop: asyncio.Event
-) -> tuple[asyncio.Task[None] | None, QuicListener | None]:
-    """Start the TLS front (``tls_front``) on the TLS sockets and the HTTP/3 adapter on the UDP sockets."""
+    core: EdgeCore, config: Config, secure: Secure, stop: asyncio.Event, draining: asyncio.Event | None = None
+) -> tuple[asyncio.Task[None] | None, QuicListener | None, ssl.SSLContext | None]:
+    """Start the TLS front (``tls_front``) on the TLS sockets and the HTTP/3 adapter on the UDP
+    sockets; also returns the own TLS front's context (None with Hypercorn), for reloads.
+    ``stop`` ends them; ``draining`` closes the TLS listeners first (a graceful shutdown)."""
+    from edge.fronts.h2 import tls_context
     from edge.fronts.h3 import start_quic
     from edge.wiring.tls import serve_tls
 
     tls = None
+    ctx = None
     if secure.tls:
-        tls = asyncio.get_running_loop().create_task(serve_tls(core, config, secure.cert, secure.tls, stop))
+        if config.tls_front == "own":
+            ctx = tls_context(str(secure.cert.cert), str(secure.cert.key))
+        tls = asyncio.get_running_loop().create_task(
+            serve_tls(core, config, secure.cert, secure.tls, stop, ctx, draining)
+        )
     quic = None
     if secure.quic:
         quic = await start_quic(core, config, str(secure.cert.cert), str(secure.cert.key), secure.quic)
-    return tls, quic
+    return tls, quic, ctx
 
 
 def secure_banner(config: Config, secure: Secure) -> str:
@@ -126,16 +136,25 @@ async def serve(
     admin_sock: socket.socket | None = None,
     secure: Secure | None = None,
     place: WorkerPlace | None = None,
+    source: ConfigSource | None = None,
+    others: Callable[[], None] | None = None,
 ) -> None:
     """Run one worker until SIGINT/SIGTERM; the admin API runs beside it when given a socket.
 
     ``place`` says where the worker sits in a node of several: it then serves its
     siblings on its cache socket and the admin API's fan-out on its control socket.
+    SIGHUP re-reads ``source`` and applies it (``edge.wiring.reload``); ``others`` passes
+    the signal on to the node's other workers.
     """
     from edge.admin.node import LocalNode
     from edge.admin.server import serve_admin
 
+    configure_logging(config.log_level)
     core = EdgeCore(config, siblings=place.siblings() if place is not None else ())
+    access = None
+    if config.access_log != "off":
+        access = AccessLog(config.access_log)
+        core.requests.set_access(access, place.index if place is not None else None)
     server = await start_h1(core, config, sock)
     stop = asyncio.Event()
     """Set by SIGTERM/SIGINT: readiness turns 503 and the public listeners close."""
@@ -146,14 +165,23 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     tls: asyncio.Task[None] | None = None
     quic: QuicListener | None = None
+    tls_ctx = None
     if secure is not None:
-        tls, quic = await start_secure(core, config, secure, done)
+        tls, quic, tls_ctx = await start_secure(core, config, secure, done, stop)
+    reloader = Reloader(
+        core, config, source, place.index if place is not None else None, tls_ctx, quic, access, others
+    )
+    loop.add_signal_handler(signal.SIGHUP, reloader)
     tasks: list[asyncio.Task[None]] = []
     inner: asyncio.Server | None = None
     listener = quic
 
     def fronts() -> dict[str, int]:
-        return {"h3_connections": listener.stats.connections if listener is not None else 0}
+        return {
+            "h3_connections": listener.stats.connections if listener is not None else 0,
+            "access_log_dropped": access.dropped if access is not None else 0,
+            "reloads": reloader.reloads,
+        }
 
     local = LocalNode(core, place.index if place is not None else 0, fronts)
     if place is not None:
@@ -203,6 +231,8 @@ async def serve(
     for task in tasks:
         await task
     await core.aclose()
+    if access is not None:
+        access.close()
 
 
 async def drain(core: EdgeCore, server: asyncio.Server, inner: asyncio.Server | None, grace: float) -> None:
@@ -224,7 +254,9 @@ async def drain(core: EdgeCore, server: asyncio.Server, inner: asyncio.Server | 
         await asyncio.sleep(0.05)  # a connection finishing its last response: checked until the deadline
 
 
-def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> None:
+def _worker(
+    config: Config, cert: Certificate | None, place: WorkerPlace, source: ConfigSource | None
+) -> None:
     """A spawned worker: bind the public ports beside the first worker's (SO_REUSEPORT) and serve."""
     _exit_with_parent()
     sock = bind_tcp(config.listen, reuse_port=True)
@@ -235,7 +267,7 @@ def _worker(config: Config, cert: Certificate | None, place: WorkerPlace) -> Non
             tls=bind_many(config.tls_listen, socket.SOCK_STREAM, reuse_port=True),
             quic=bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=True),
         )
-    uvloop.run(serve(config, sock, secure=secure, place=place))
+    uvloop.run(serve(config, sock, secure=secure, place=place, source=source))
 
 
 def _exit_with_parent() -> None:
@@ -287,7 +319,9 @@ def _bind_secure(config: Config, cert: Certificate, reuse: bool) -> Secure:
     return secure
 
 
-def run(config: Config, ready: Callable[[], None] | None = None) -> None:
+def run(
+    config: Config, ready: Callable[[], None] | None = None, source: ConfigSource | None = None
+) -> None:
     """Bind first (so a busy port fails loudly), then serve with ``config.workers`` processes.
 
     The admin API listens in the first process and answers for every worker
@@ -296,6 +330,10 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> None:
     """
     if not config.node_id:
         config.node_id = secrets.token_hex(8)
+    with contextlib.suppress(ValueError):  # not the main thread: signals are the caller's
+        # Until a worker's loop takes SIGHUP (a reload), the signal must not kill it. An
+        # ignored signal stays ignored in the spawned workers too (execve keeps SIG_IGN).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     reuse = config.workers > 1
     cert = prepare_secure(config)  # before the h1 front is built: it reads config.alt_svc
     if reuse:
@@ -324,17 +362,25 @@ def run(config: Config, ready: Callable[[], None] | None = None) -> None:
                 f"cannot listen on {config.admin_listen} (admin): {exc.strerror or exc}"
             ) from None
     if config.workers == 1:
-        uvloop.run(serve(config, sock, ready, admin_sock, secure))
+        uvloop.run(serve(config, sock, ready, admin_sock, secure, source=source))
         return
     run_dir = make_run_dir()
     token = secrets.token_urlsafe(24)
     places = [WorkerPlace(i, config.workers, run_dir, token) for i in range(config.workers)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, cert, place), daemon=True) for place in places[1:]]
+    procs = [
+        ctx.Process(target=_worker, args=(config, cert, place, source), daemon=True) for place in places[1:]
+    ]
     for proc in procs:
         proc.start()
+
+    def others() -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGHUP)
+
     try:
-        uvloop.run(serve(config, sock, ready, admin_sock, secure, places[0]))
+        uvloop.run(serve(config, sock, ready, admin_sock, secure, places[0], source, others))
     finally:
         for proc in procs:
             if proc.pid is not None:

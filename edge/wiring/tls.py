@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +88,22 @@ async def serve_tls(
     cert: Certificate,
     socks: list[socket.socket],
     shutdown: asyncio.Event,
+    ctx: ssl.SSLContext | None = None,
+    draining: asyncio.Event | None = None,
 ) -> None:
     """Serve HTTP/2 and HTTP/1.1 over TLS on ``socks`` until ``shutdown`` is set.
 
-    ``tls_front = "own"`` runs :mod:`edge.fronts.h2` (uvloop, ssl, h2); "hypercorn" runs Hypercorn.
+    ``tls_front = "own"`` runs :mod:`edge.fronts.h2` (uvloop, ssl, h2) with ``ctx`` (made
+    from ``cert`` when None; the caller keeps it to reload the certificate); "hypercorn"
+    runs Hypercorn, which makes its own context (no reload: a restart takes a new chain).
+    With ``draining`` set the own front stops accepting; Hypercorn stops at ``shutdown``.
     """
     if config.tls_front == "own":
-        from edge.fronts.h2 import serve_own_tls
+        from edge.fronts.h2 import serve_own_tls, tls_context
 
-        await serve_own_tls(core, config, str(cert.cert), str(cert.key), socks, shutdown)
+        if ctx is None:
+            ctx = tls_context(str(cert.cert), str(cert.key))
+        await serve_own_tls(core, config, ctx, socks, shutdown, draining)
         return
     from hypercorn.asyncio import serve
     from hypercorn.config import Config as HypercornConfig

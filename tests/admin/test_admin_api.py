@@ -220,7 +220,13 @@ async def test_stats_and_metrics_after_traffic(origin: ScriptedOrigin, edge: Edg
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
-    assert all(kind in ("counter", "gauge") for kind in types.values()), types
+    assert all(kind in ("counter", "gauge", "histogram") for kind in types.values()), types
+    assert samples['edge_requests_total{cache="uri-miss",protocol="h1",status="200"}'] == 1
+    assert samples['edge_requests_total{cache="hit",protocol="h1",status="200"}'] == 2
+    assert samples['edge_response_body_bytes_total{protocol="h1"}'] == 3000
+    assert samples["edge_request_duration_seconds_count"] == 3
+    assert samples['edge_request_duration_seconds_bucket{le="+Inf"}'] == 3
+    assert samples["edge_upstream_duration_seconds_count"] == 1
     assert samples["edge_cache_entries"] == 1
     assert samples["edge_cache_bytes"] == stats["bytes"]
     assert samples["edge_upstream_requests_total"] == 1

@@ -140,7 +140,7 @@ async def start_secure_edge(
     core = EdgeCore(config, clock=clock or time.time)
     h1 = await start_h1(core, config, h1_sock)
     stop_event = asyncio.Event()
-    tls_task, quic = await start_secure(core, config, Secure(resolved, tls_socks, quic_socks), stop_event)
+    tls_task, quic, _ = await start_secure(core, config, Secure(resolved, tls_socks, quic_socks), stop_event)
     await asyncio.sleep(0.05)  # let Hypercorn bind its sockets
 
     async def stop() -> None:

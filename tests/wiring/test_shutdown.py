@@ -100,3 +100,65 @@ def test_sigterm_lets_a_download_in_flight_finish_then_exits_0(tmp_path: Path) -
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def test_sigterm_closes_the_tls_listener_first_and_a_tls_download_finishes(tmp_path: Path) -> None:
+    import ssl
+
+    from edge.wiring.devcert import ensure_dev_cert
+
+    cert = ensure_dev_cert(tmp_path / "cert")
+    body = os.urandom(SIZE)
+    (tmp_path / "big.bin").write_bytes(body)
+    origin_port, port, tls, admin = free_port(), free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "origin", "serve", "--root", str(tmp_path), "--listen", f"127.0.0.1:{origin_port}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+    try:
+        wait_port(origin_port, procs[0])
+        edge = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", "--shutdown-grace", "30",
+             "--cert", str(cert.cert), "--key", str(cert.key), "--tls-listen", f"127.0.0.1:{tls}",
+             "--quic-listen", "", "--access-log", "off"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(edge)
+        wait_port(tls, edge)
+        context = ssl.create_default_context(cafile=str(cert.ca))
+        raw = socket.create_connection(("127.0.0.1", tls), timeout=20)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client = context.wrap_socket(raw, server_hostname="localhost")
+        client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            received += client.recv(65536)
+        head, _, rest = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % SIZE in head
+        got = bytearray(rest)
+
+        edge.send_signal(signal.SIGTERM)
+        end = time.monotonic() + 10
+        while True:  # the TLS listener stops accepting while the download goes on
+            try:
+                socket.create_connection(("127.0.0.1", tls), timeout=0.5).close()
+            except OSError:
+                break
+            assert time.monotonic() < end, "the TLS port still accepts connections"
+            time.sleep(0.02)
+        assert edge.poll() is None, "the node exited with a response in flight"
+        while len(got) < SIZE:
+            chunk = client.recv(65536)
+            assert chunk, f"connection closed after {len(got)} of {SIZE} bytes"
+            got += chunk
+        client.close()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+        assert edge.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
