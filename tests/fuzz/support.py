@@ -2,9 +2,8 @@
 
 Settings: every fuzz test is derandomized (the same examples on every run, so CI is
 deterministic) and uses no example database. ``FUZZ_SCALE=N`` multiplies every
-``max_examples`` for a longer local run (still derandomized; change ``FUZZ_SEED`` to draw
-other examples: it is mixed into the strategies' data through ``derandomize=False`` with a
-fixed ``@seed``).
+``max_examples`` for a longer local run; ``FUZZ_SEED=N`` switches derandomization off and
+seeds hypothesis with N instead, to draw other examples (each seed reproducible).
 
 The live tests (HTTP/1.1 and HTTP/2 fronts) share one node per module: a scripted origin
 and an edge running on an event loop in a background thread (:class:`NodeThread`), so the
