@@ -16,7 +16,13 @@ Guarantees:
   checks of :mod:`edge.http.h2_request`); a refused request is answered on its stream; a field
   list over the advertised SETTINGS_MAX_HEADER_LIST_SIZE is the h2 library's connection
   error; an h2 protocol error sends GOAWAY and closes the connection;
-- a body that cannot be completed resets its stream (RST_STREAM), never ends it cleanly.
+- a body that cannot be completed resets its stream (RST_STREAM), never ends it cleanly;
+- floods cost the client, not the node: every frame is metered before h2 parses it
+  (:class:`edge.fronts.h2_limits.FrameMeter`: rapid reset, control frames, acknowledgements
+  owed to a client that does not read, CONTINUATION) and a spent budget is GOAWAY
+  (ENHANCE_YOUR_CALM) and close; a read is handled at most ``TURN_BYTES`` / ``TURN_STREAMS``
+  per event-loop turn; a response that cannot move for ``STALL_TIMEOUT`` closes its
+  connection; a closed connection whose client does not read is aborted after ``CLOSE_GRACE``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from typing import cast
 
 import h2.config
@@ -40,6 +47,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts.h1 import H1Protocol
+from edge.fronts.h2_limits import FrameMeter
 from edge.fronts.hit import FieldHitHead
 from edge.fronts.hpack_responses import ResponseEncoder
 from edge.fronts.request import Refusal, RequestRules, body_too_large
@@ -53,6 +61,23 @@ log = logging.getLogger("edge.fronts.h2")
 
 MAX_STREAMS = 128
 """Concurrent streams a client may open per connection (SETTINGS_MAX_CONCURRENT_STREAMS)."""
+
+SLICE = 16384
+"""Bytes of a read handed to h2 at once; the frame budgets are checked before each slice."""
+TURN_BYTES = 65536
+"""Bytes of input handled per event-loop turn; the rest of a read waits for the next turn."""
+TURN_STREAMS = 32
+"""HEADERS frames started per event-loop turn (hits are answered inside the turn; one more may
+complete whose header came in the turn before). Below MAX_STREAMS, so that a client writing
+requests faster than their answers reach it still finds its earlier streams closed."""
+STALL_TIMEOUT = 30.0
+"""Seconds a response may wait with no DATA sent (zero window, or a client not reading)."""
+GOAWAY_LINGER = 0.5
+"""Seconds a refused connection stays open after its GOAWAY, reading and dropping what the
+client still sends: closing at once would answer that data with a TCP reset (and OpenSSL
+fails on data after close_notify), which can destroy the GOAWAY before the client reads it."""
+CLOSE_GRACE = 2.0
+"""Seconds after closing before a connection whose client does not read is aborted."""
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 """Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2)."""
@@ -130,6 +155,12 @@ class H2Protocol(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.closing = False
         self.write_paused = False
+        self.backlog = b""
+        """The part of a read left for a later event-loop turn (reading is paused meanwhile)."""
+        self.sent_frames = 0
+        """DATA frames sent: a stalled connection is one where this stops moving."""
+        self.stall_timer: asyncio.TimerHandle | None = None
+        self.abort_timer: asyncio.TimerHandle | None = None
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -149,6 +180,11 @@ class H2Protocol(asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: rules.max_block + 32 * (rules.max_count + 4),
             },
         )
+        # h2 applies our MAX_HEADER_LIST_SIZE to its HPACK decoder only once the client has
+        # acknowledged it (64 KiB until then): enforce it from the first HEADERS frame.
+        header_list = rules.max_block + 32 * (rules.max_count + 4)
+        self.conn.decoder.max_header_list_size = header_list
+        self.meter = FrameMeter(time.monotonic(), 2 * header_list)
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,6 +211,12 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.backlog = b""
+        for timer in (self.stall_timer, self.abort_timer):
+            if timer is not None:
+                timer.cancel()
+        self.stall_timer = self.abort_timer = None
+        self.transport = None
         if self.connections is not None:
             self.connections.discard(self)
         for stream in self.streams.values():
@@ -186,9 +228,11 @@ class H2Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.meter.paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.meter.resumed()
         self.pump_all()
         self.flush()
 
@@ -206,8 +250,86 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
         self.closing = True
         self.transport.close()
+        self.abort_later()
+
+    def abort_later(self) -> None:
+        """A closed transport waits for its buffer to drain, which a client that does not read
+        never lets happen: drop the connection after ``CLOSE_GRACE`` seconds."""
+        if self.abort_timer is None and self.transport is not None:
+            self.abort_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self.abort)
+
+    def abort(self) -> None:
+        self.abort_timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def refuse_flood(self, error_code: int) -> None:
+        """A budget of :class:`FrameMeter` is spent: GOAWAY with its code, then close once
+        the client had ``GOAWAY_LINGER`` seconds to read it (its input is dropped meanwhile)."""
+        log.info("h2 connection from %s closed: %s", self.client, self.meter.reason)
+        self.backlog = b""
+        if self.closing or self.transport is None:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.close_connection(error_code=error_code)
+        self.flush()
+        self.closing = True
+        self.transport.resume_reading()  # paused while a backlog waited: read and drop from now on
+        self.abort_timer = asyncio.get_running_loop().call_later(GOAWAY_LINGER, self.close_transport)
+
+    def close_transport(self) -> None:
+        self.abort_timer = None
+        if self.transport is not None:
+            self.transport.close()
+            self.abort_later()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.backlog:
+            self.backlog += data  # read while the rest of an earlier one waits its turn
+            return
+        self.take(data)
+
+    def take(self, data: bytes) -> None:
+        """Handle at most ``TURN_BYTES`` and ``TURN_STREAMS`` of ``data`` in this turn.
+
+        Every slice is scanned by the frame meter before h2 sees it, so a flood costs a
+        bounded number of frames; what is left of the read waits for a later turn with
+        reading paused, so one connection cannot hold the event loop for a whole read.
+        """
+        meter = self.meter
+        now = time.monotonic()
+        size = len(data)
+        view = memoryview(data)
+        pos = 0
+        streams = TURN_STREAMS
+        while pos < size and not self.closing:
+            end = min(size, pos + SLICE)
+            cut, error, streams = meter.scan(view, pos, end, now, streams)
+            if error:
+                self.refuse_flood(error)
+                return
+            if cut > pos:
+                self.receive(bytes(view[pos:cut]) if pos or cut < size else data)
+            pos = cut
+            if cut < end or pos >= TURN_BYTES:
+                break  # the turn's budget is spent: the rest waits
+        if pos < size and not self.closing and self.transport is not None:
+            self.backlog = bytes(view[pos:])
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self.take_backlog)
+
+    def take_backlog(self) -> None:
+        data, self.backlog = self.backlog, b""
+        if not data or self.closing or self.transport is None:
+            return
+        self.take(data)
+        if not self.backlog and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def receive(self, data: bytes) -> None:
+        """Hand one slice of input to h2 and act on its events."""
         if self.closing:
             return
         try:
@@ -282,6 +404,9 @@ class H2Protocol(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------
     def on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
+        h2_stream = self.conn.streams.get(stream_id)
+        if h2_stream is None or h2_stream.closed:
+            return  # reset by the client in the same read: no work for a request nobody awaits
         stream = _Stream()
         self.streams[stream_id] = stream
         pairs = event.headers or ()
@@ -454,8 +579,12 @@ class H2Protocol(asyncio.Protocol):
                     pending[0] = chunk[size:]
                 end = last and stream.end and not pending
                 conn.send_data(stream_id, chunk[:size] if not last else chunk, end_stream=end)
+                self.sent_frames += 1
+                self.meter.sent_data()
                 if end:
                     stream.ended = True
+        if stream.pending and self.stall_timer is None:
+            self.watch_stall(self.sent_frames)
         if not stream.pending:
             if stream.end and not stream.ended:
                 self.conn.end_stream(stream_id)
@@ -463,6 +592,24 @@ class H2Protocol(asyncio.Protocol):
             stream.wake()
         if stream.ended:
             self.streams.pop(stream_id, None)
+
+    def watch_stall(self, sent: int) -> None:
+        """Close the connection if no DATA frame goes out for ``STALL_TIMEOUT`` seconds while a
+        response waits (a zero window never opened, or a client that stopped reading): each
+        waiting stream holds its response, and MAX_STREAMS of them per connection add up."""
+        self.stall_timer = asyncio.get_running_loop().call_later(STALL_TIMEOUT, self.check_stall, sent)
+
+    def check_stall(self, sent: int) -> None:
+        self.stall_timer = None
+        if self.closing:
+            return
+        if not any(stream.pending for stream in self.streams.values()):
+            return
+        if self.sent_frames != sent:
+            self.watch_stall(self.sent_frames)
+            return
+        self.meter.reason = f"no DATA sent for {STALL_TIMEOUT:g} s with responses waiting"
+        self.refuse_flood(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     def pump_all(self) -> None:
         for stream_id, stream in list(self.streams.items()):
