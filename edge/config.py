@@ -48,6 +48,84 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+DEFAULT_STRIPPED_FIELDS = (
+    "x-forwarded-host",
+    "x-host",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+)
+"""Request fields origins and frameworks commonly read as the host, URL, scheme, port,
+method or client of a request, which the cache key does not hold (``strip_request_fields``)."""
+
+NODE_SET_FIELDS = frozenset(
+    {"host", "x-forwarded-for", "x-forwarded-proto", "via", "cdn-loop", "edge-internal", "content-length"}
+)
+"""Request fields the node itself sets or frames: neither stripped nor forwarded by a setting."""
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HOST_NAME = re.compile(r"(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+
+
+def parse_field_names(value: str, setting: str) -> tuple[str, ...]:
+    """``"X-Forwarded-Host, forwarded"`` → ("x-forwarded-host", "forwarded"): lower-cased field
+    names, for ``strip_request_fields`` and ``forward_request_fields``."""
+    names: list[str] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name = item.lower()
+        if not _FIELD_NAME.fullmatch(name):
+            raise ConfigError(f"{setting}: {item!r} is not a field name")
+        if name in NODE_SET_FIELDS or name in _HOP_BY_HOP:
+            raise ConfigError(
+                f"{setting}: {item} is set by the node itself (or hop-by-hop), not by this setting"
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def parse_hosts(value: str) -> tuple[str, ...]:
+    """``"Example.com, *.example.com, ::1"`` → ("example.com", "*.example.com", "[::1]"): the
+    ``hosts`` allow-list, lower-cased, without a trailing dot; an IPv6 address in brackets."""
+    hosts: list[str] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host = item.lower().rstrip(".")
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        if not _HOST_NAME.fullmatch(host) or (host.startswith("[") and not _is_ipv6(host[1:-1])):
+            raise ConfigError(
+                f"hosts: {item!r} is not a host name, *.domain or IP address (no port, no scheme)"
+            )
+        if host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 RELOADABLE = frozenset(
@@ -96,6 +174,22 @@ class Config:
         "",
         "CIDRs of peers whose X-Forwarded-Proto sets the request's scheme (a shield lists its edges' "
         "networks; a node behind a TLS load balancer lists it); empty trusts nobody",
+    )
+    strip_request_fields: str = _opt(
+        ",".join(DEFAULT_STRIPPED_FIELDS),
+        "request fields never sent upstream, comma-separated: an origin that reflects one (a host, URL, "
+        "scheme, port or method override) would have its answer cached for every client (cache poisoning); "
+        "a field left out of this list goes upstream unkeyed, so forward one with forward_request_fields",
+    )
+    forward_request_fields: str = _opt(
+        "",
+        "request fields sent upstream and made part of the cache key, comma-separated (responses vary on "
+        "them, as if the origin had listed them in Vary): forwards a field of strip_request_fields safely",
+    )
+    hosts: str = _opt(
+        "",
+        "Host / :authority names this node serves, comma-separated: example.com, *.example.com (any "
+        "subdomain), an IP address; others get 421 Misdirected Request; empty serves any host",
     )
     node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
@@ -192,6 +286,9 @@ class Config:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"trusted_proxies: {cidr!r} is not an address or CIDR") from None
+        parse_field_names(self.strip_request_fields, "strip_request_fields")
+        parse_field_names(self.forward_request_fields, "forward_request_fields")
+        parse_hosts(self.hosts)
         if self.node_id and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.node_id):
             raise ConfigError("node_id: letters, digits, '.', '_' and '-' only (at most 64)")
         parse_listen(self.listen)

@@ -6,7 +6,7 @@ Everything that decides *which stored response a request may match* lives here.
 from __future__ import annotations
 
 from edge.http.accept_encoding import normalise_for_key
-from edge.http.fields import split_list
+from edge.http.fields import Headers, get_all, split_list
 from edge.http.message import Request
 
 
@@ -33,6 +33,18 @@ def vary_names(values: list[bytes]) -> tuple[bytes, ...] | None:
     if b"*" in names:
         return None
     return tuple(sorted(names))
+
+
+def with_vary(headers: Headers, names: tuple[bytes, ...]) -> Headers:
+    """``headers`` plus a Vary field naming those of ``names`` it does not list yet; as is
+    when ``Vary: *`` (nothing to add) or every name is listed."""
+    listed = vary_names(get_all(headers, b"vary"))
+    if listed is None:
+        return headers
+    missing = [name for name in names if name not in listed]
+    if not missing:
+        return headers
+    return [*headers, (b"Vary", b", ".join(missing))]
 
 
 def _normalise(value: bytes) -> bytes:

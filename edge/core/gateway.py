@@ -12,7 +12,16 @@ Guarantees:
   Range (``FILL_DROPPED_FIELDS``): they are answered from the stored response;
 - to the origin, Host is the operator's ``upstream_host`` when set; a shield gets the
   client's Host (it keys by it, and applies its own ``upstream_host``);
-- leaving the node (shield or origin), X-Forwarded-For gains the client's address,
+- the fields of ``strip_request_fields`` (X-Forwarded-Host, X-Original-URL, Forwarded, ...)
+  never leave the worker: the cache key does not hold them, so an origin that reflected
+  one would have its answer served to every client (cache poisoning);
+- a field of ``forward_request_fields`` is forwarded, and every response to the node
+  varies on it (the gateway adds it to the response's Vary before anything reads the
+  head), so it is part of the key: the node's variants, collapsing and any cache
+  downstream keep the answers for different values apart;
+- leaving the node (shield or origin), X-Forwarded-For is the client's address, after the
+  client's own chain only when the client is in ``trusted_proxies`` (an edge in front of a
+  shield, a load balancer): anybody else's would reach the origin as the node's word;
   X-Forwarded-Proto is the scheme this node keyed the request by (a client's own is
   replaced: a shield that trusts this node keys by it), Via names this node with the
   client's protocol version, and CDN-Loop (RFC 8586) carries this node's id, so a
@@ -29,10 +38,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from edge.config import Config, parse_shields
+from edge.cache.key import with_vary
+from edge.config import Config, parse_field_names, parse_shields
 from edge.http.fields import HOP_BY_HOP, Headers, connection_tokens, is_token
 from edge.http.internal import INTERNAL_FIELD, format_internal
 from edge.http.message import Request
+from edge.http.peers import TrustedProxies
 from edge.upstream.client import InterimCallback, UpstreamPool, UpstreamResponse, UpstreamTarget
 from edge.upstream.health import Health
 from edge.upstream.router import Router, Upstream
@@ -59,6 +70,16 @@ class Gateway:
         pseudonym = self.name if is_token(self.name) else b"edge"
         self.cdn_loop = b"%s; node=%s" % (pseudonym, node_id.encode())
         """This node's CDN-Loop member (RFC 8586)."""
+        self.keyed = tuple(
+            name.encode()
+            for name in parse_field_names(config.forward_request_fields, "forward_request_fields")
+        )
+        """Fields forwarded upstream and made part of the key (every response varies on them)."""
+        stripped = parse_field_names(config.strip_request_fields, "strip_request_fields")
+        self.stripped = frozenset(name.encode() for name in stripped) - frozenset(self.keyed)
+        """Fields never forwarded (``strip_request_fields`` less ``forward_request_fields``)."""
+        self.trusted = TrustedProxies.of(config.trusted_proxies)
+        """Peers whose X-Forwarded-For chain is extended rather than replaced (None: nobody)."""
 
     @property
     def requests(self) -> int:
@@ -80,6 +101,8 @@ class Gateway:
 
         started = time.perf_counter()
         resp, _ = await self.router.request(key, GET, req.target, fields_for, on_interim=on_interim)
+        if self.keyed:
+            self.vary_on_keyed(resp)
         req.upstream_time = time.perf_counter() - started
         return resp
 
@@ -95,8 +118,17 @@ class Gateway:
         resp, _ = await self.router.request(
             key, req.method, req.target, fields_for, req.body, on_interim, sibling=False
         )
+        if self.keyed:
+            self.vary_on_keyed(resp)
         req.upstream_time = time.perf_counter() - started
         return resp
+
+    def vary_on_keyed(self, resp: UpstreamResponse) -> None:
+        """Make ``resp`` vary on the forwarded fields of ``forward_request_fields``, before the
+        core reads its head: whatever the origin made of them is stored per value. A 304
+        gets them only when it carries its own Vary (which would replace the stored one)."""
+        if resp.status != 304 or any(name.lower() == b"vary" for name, _ in resp.headers):
+            resp.headers = with_vary(resp.headers, self.keyed)
 
     def fields_for(self, req: Request, upstream: Upstream, drop: frozenset[bytes] = NO_FIELDS) -> Headers:
         """The fields to send ``upstream`` for ``req``, without those in ``drop``."""
@@ -105,15 +137,23 @@ class Gateway:
         out: Headers = []
         forwarded_for = None
         max_forwards = req.method in MAX_FORWARDS_METHODS
+        stripped = self.stripped
         for name, value in req.headers:
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname in named or lname in drop or lname == INTERNAL_FIELD:
+            if (
+                lname in HOP_BY_HOP
+                or lname in named
+                or lname in drop
+                or lname in stripped
+                or lname == INTERNAL_FIELD
+            ):
                 continue
             if lname == b"host":
                 if self.upstream_host and upstream.kind == "origin":
                     value = self.upstream_host
             elif lname == b"x-forwarded-for" and leaving:
-                forwarded_for = value
+                if self.trusted is not None and self.trusted.trusts(req.client):
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 continue
             elif lname == b"x-forwarded-proto" and leaving:
                 continue  # ours says the scheme this node keyed the request by (below)

@@ -13,6 +13,9 @@ Guarantees, on HTTP/1.1, HTTP/2, HTTP/3 and the ASGI adapter alike:
   ``:path`` is not in origin form (the cache key joins host and path);
 - a Host value is checked and normalised once per scheme and process, then found in a
   bounded cache that every front of that scheme shares: a cached value is valid;
+- with a ``hosts`` allow-list (``edge.http.hosts``), a host it does not list gets 421
+  Misdirected Request; the check runs when a Host value is first learnt (a separate cache
+  per allow-list holds only allowed values), so a known host costs the fast hit nothing;
 - the scheme is the listener's, except for a peer in ``trusted_proxies`` (the edges in
   front of a shield, a TLS-terminating load balancer), whose X-Forwarded-Proto says it:
   a shield then keys an https client's request as https, like the edge did.
@@ -26,10 +29,9 @@ like the others. HTTP/2's own field rules (RFC 9113 §8.2-8.3) stay in
 
 from __future__ import annotations
 
-import ipaddress
-
-from edge.config import Config
+from edge.config import Config, parse_hosts
 from edge.http.fields import Headers
+from edge.http.hosts import HostAllowList
 from edge.http.message import (
     Request,
     fields_of,
@@ -38,6 +40,7 @@ from edge.http.message import (
     request_path_ok,
     valid_authority,
 )
+from edge.http.peers import TrustedProxies
 
 __all__ = [
     "HOST_CACHE_SIZE",
@@ -57,6 +60,10 @@ emptied when it fills (a flood of made-up hosts costs a re-check, never memory).
 
 _HOSTS: dict[bytes, dict[bytes, bytes]] = {b"http": {}, b"https": {}}
 """Per scheme: raw Host / :authority value → normalised host, for values already checked."""
+
+_ALLOWED_HOSTS: dict[tuple[bytes, tuple[str, ...]], dict[bytes, bytes]] = {}
+"""The same per scheme and ``hosts`` allow-list, when one is configured: a value in it is
+valid *and* allowed, so the allow-list costs nothing once a host is known."""
 
 
 class Refusal(Exception):
@@ -113,7 +120,7 @@ class RequestRules:
     Cheap to make (one per connection is fine); the Host cache behind it is per process.
     """
 
-    __slots__ = ("hosts", "max_block", "max_body", "max_count", "max_target", "scheme", "trusted")
+    __slots__ = ("allowed", "hosts", "max_block", "max_body", "max_count", "max_target", "scheme", "trusted")
 
     def __init__(self, config: Config, scheme: bytes) -> None:
         if scheme not in _HOSTS:
@@ -127,7 +134,12 @@ class RequestRules:
         """Most header fields, pseudo-headers not counted (431 beyond)."""
         self.max_body = config.max_request_body
         """Largest request body (413 beyond)."""
-        self.hosts = _HOSTS[scheme]
+        self.allowed = HostAllowList.of(parse_hosts(config.hosts))
+        """The hosts this node serves (None: any)."""
+        if self.allowed is None:
+            self.hosts = _HOSTS[scheme]
+        else:
+            self.hosts = _ALLOWED_HOSTS.setdefault((scheme, self.allowed.patterns), {})
         self.trusted = TrustedProxies.of(config.trusted_proxies)
         """Peers whose X-Forwarded-Proto says the scheme (None: nobody)."""
 
@@ -184,8 +196,9 @@ class RequestRules:
         host_from: str = "Host field",
     ) -> Request:
         """The step every front ends with: CONNECT (405), Host present (but for HTTP/1.0)
-        and valid (400), Content-Length within the limit (413), then the ``Request``
-        with the normalised host. ``host_from`` names where ``host`` came from in a 400."""
+        and valid (400) and one this node serves (421), Content-Length within the limit
+        (413), then the ``Request`` with the normalised host. ``host_from`` names where
+        ``host`` came from in a 400."""
         if method == b"CONNECT":
             raise _connect_refused()
         if host is None:
@@ -220,43 +233,16 @@ class RequestRules:
         return Request(method, target, headers, fields, self.scheme, normal, client, http_version)
 
     def _learn(self, host: bytes) -> bytes:
+        """Normalise a valid Host value not seen before; 421 when the allow-list refuses it
+        (a refused value is not remembered, so the cache holds only hosts to serve)."""
+        normal = normalize_host(host, self.scheme)
+        if self.allowed is not None and not self.allowed.allows(normal):
+            raise Refusal(421, "this node does not serve that host")
         hosts = self.hosts
         if len(hosts) >= HOST_CACHE_SIZE:
             hosts.clear()
-        normal = hosts[host] = normalize_host(host, self.scheme)
+        hosts[host] = normal
         return normal
-
-
-class TrustedProxies:
-    """The peers (CIDRs in ``trusted_proxies``) whose X-Forwarded-Proto a node believes."""
-
-    __slots__ = ("networks", "seen")
-
-    def __init__(self, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
-        self.networks = networks
-        self.seen: dict[str, bool] = {}
-        """Address -> verdict; a node sees few peers, so this stays small (emptied when full)."""
-
-    @classmethod
-    def of(cls, spec: str) -> TrustedProxies | None:
-        networks = [
-            ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()
-        ]
-        return cls(networks) if networks else None
-
-    def trusts(self, client: str) -> bool:
-        verdict = self.seen.get(client)
-        if verdict is None:
-            try:
-                address = ipaddress.ip_address(client)
-            except ValueError:
-                verdict = False
-            else:
-                verdict = any(address in network for network in self.networks)
-            if len(self.seen) >= HOST_CACHE_SIZE:
-                self.seen.clear()
-            self.seen[client] = verdict
-        return verdict
 
 
 def _connect_refused() -> Refusal:

@@ -188,3 +188,35 @@ def test_the_host_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(HOST_CACHE_SIZE + 10):
         assert rules.finish(b"GET", b"/", [], {}, b"h%d.example" % i, "", "1.1").host == b"h%d.example" % i
     assert 0 < len(rules.hosts) <= HOST_CACHE_SIZE
+
+
+def test_a_host_off_the_allow_list_is_misdirected_and_never_cached() -> None:
+    listed = config(hosts="example.com,*.example.com")
+    for scheme in (b"http", b"https"):
+        rules = RequestRules(listed, scheme)
+        assert rules.hosts is not toolkit._HOSTS[scheme], "verdicts are kept apart per allow-list"
+        assert rules.hosts is RequestRules(listed, scheme).hosts
+        served = rules.finish(b"GET", b"/", [], {}, b"WWW.Example.com:443", "", "2")
+        assert served.host.startswith(b"www.example.com")
+        assert refusal(rules.finish, b"GET", b"/", [], {}, b"evil.example", "", "1.1") == (
+            421,
+            "this node does not serve that host",
+        )
+        assert b"evil.example" not in rules.hosts
+        assert refusal(pseudo, rules, authority=b"evil.example:443")[0] == 421
+        assert refusal(pseudo, rules, [(b"host", b"evil.example")], authority=b"example.com")[0] == 421
+        assert refusal(rules.finish, b"GET", b"/", [], {}, None, "", "1.0")[0] == 421, "no Host: no site"
+        assert refusal(rules.finish, b"GET", b"/", [], {}, b"evil/x", "", "1.1")[0] == 400
+    assert Refusal(421, "this node does not serve that host").body == (
+        b"421 Misdirected Request: this node does not serve that host\n"
+    )
+    # A host learnt by a node serving any host is not thereby allowed on one with a list.
+    RequestRules(config(), b"http").finish(b"GET", b"/", [], {}, b"other.example", "", "1.1")
+    listing = RequestRules(listed, b"http")
+    assert refusal(listing.finish, b"GET", b"/", [], {}, b"other.example", "", "1.1")[0] == 421
+
+
+def test_without_an_allow_list_every_host_is_served_as_before() -> None:
+    rules = RequestRules(config(), b"http")
+    assert rules.allowed is None and rules.hosts is toolkit._HOSTS[b"http"]
+    assert rules.finish(b"GET", b"/", [], {}, b"anything.example", "", "1.1").host == b"anything.example"
