@@ -84,11 +84,17 @@ async def test_a_clients_own_forwarding_chain_is_not_reflected_to_others(
     origin: ScriptedOrigin, node: Edge
 ) -> None:
     origin.routes["/ip"] = reflecting("X-Forwarded-For")
-    forged = await get(node, "/ip", **{"X-Forwarded-For": "<script>alert(1)</script>"})
+    forged = await get(
+        node, "/ip", **{"X-Forwarded-For": "<script>alert(1)</script>", "X-Forwarded-Proto": "https"}
+    )
     clean = await get(node, "/ip")
     assert forged.content == clean.content == b"x-forwarded-for=127.0.0.1\n"
+    assert clean.headers["x-cache"] == "HIT", (
+        "an untrusted client's X-Forwarded-Proto does not change the key"
+    )
     assert origin.seen[0].header(b"x-forwarded-for") == b"127.0.0.1"
-    assert origin.seen[0].header(b"x-forwarded-proto") == b"http"
+    assert origin.seen[0].header(b"x-forwarded-proto") == b"http", "the scheme the node keyed by"
+    assert node.core.memory.lookup(b"http://www.example.com/ip") is not None
 
 
 async def test_a_poisoned_fill_is_not_shared_with_clients_that_collapse_onto_it(
