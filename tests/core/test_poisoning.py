@@ -9,6 +9,7 @@ in the cache key, or named by Vary, may change what is served.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -222,7 +223,7 @@ async def test_workers_of_one_node_key_a_forwarded_field_alike(
     ]
     servers = [
         await asyncio.get_running_loop().create_unix_server(
-            lambda core=node.core, config=node.core.config: SiblingProtocol(core, config),
+            functools.partial(SiblingProtocol, node.core, node.core.config),
             sock=bind_unix(place.cache_socket(place.index)),
         )
         for place, node in zip(places, nodes, strict=True)
