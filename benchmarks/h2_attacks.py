@@ -410,7 +410,14 @@ class Victim:
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.ready = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
+        self.thread = threading.Thread(target=self.main, daemon=True)
+
+    def main(self) -> None:
+        try:
+            asyncio.run(self.run())
+        except Exception as exc:  # reported as the victim's failure (e.g. no TLS handshake)
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            self.ready.set()
 
     def __enter__(self) -> Victim:
         self.thread.start()
