@@ -170,6 +170,15 @@ class Config:
         "(appended to; reopened on SIGHUP), or off",
     )
     log_level: str = _opt("warning", "level of the node's own log on stderr: debug, info, warning or error")
+    max_client_connections: int = _opt(
+        1024,
+        "open TCP connections one client address may hold per worker; more are refused; 0: no cap",
+        "int",
+    )
+    rate_limit: float = _opt(
+        0.0, "requests per second one client address may make per worker (429 beyond); 0: no limit", "float"
+    )
+    rate_burst: int = _opt(0, "requests a client may make at once above rate_limit; 0: twice the rate", "int")
     trusted_proxies: str = _opt(
         "",
         "CIDRs of peers whose X-Forwarded-Proto sets the request's scheme (a shield lists its edges' "
@@ -241,8 +250,9 @@ class Config:
         "runs only with --cert/--key or --dev-cert",
     )
     quic_listen: str = _opt(
-        "127.0.0.1:8443",
-        "HOST:PORT[,HOST:PORT...] of HTTP/3 over UDP; empty disables it; runs only with a certificate",
+        "auto",
+        "HOST:PORT[,HOST:PORT...] of HTTP/3 over UDP; auto: the tls_listen addresses (browsers look "
+        "for HTTP/3 where HTTPS is); empty disables it; runs only with a certificate",
     )
     cert: str = _opt("", "PEM certificate chain for TLS and QUIC (leaf first), with --key")
     key: str = _opt("", "PEM private key of --cert")
@@ -266,6 +276,10 @@ class Config:
     quic_send_buffer: int = _opt(
         1024**2, "response bytes queued in the QUIC library per connection before writers wait", "size"
     )
+
+    def __post_init__(self) -> None:
+        if self.quic_listen == "auto":
+            self.quic_listen = self.tls_listen
 
     def validate(self) -> None:
         if self.log_level.lower() not in LOG_LEVELS:

@@ -53,6 +53,24 @@ _PER_WORKER: list[tuple[str, str, str, str]] = [
         "upstream_requests",
     ),
     ("edge_hit_for_pass_keys", "gauge", "Keys remembered as uncacheable.", "hit_for_pass_keys"),
+    (
+        "edge_compressions_pending",
+        "gauge",
+        "Compressions queued or running in the compression thread.",
+        "compressions_pending",
+    ),
+    (
+        "edge_compressions_skipped",
+        "counter",
+        "Compressions not started because the backlog was full (the request got identity).",
+        "compressions_skipped",
+    ),
+    (
+        "edge_compressions_dropped",
+        "counter",
+        "Queued compressions dropped because their object left the cache first.",
+        "compressions_dropped",
+    ),
     ("edge_h3_connections", "counter", "HTTP/3 connections accepted.", "h3_connections"),
     (
         "edge_access_log_dropped_lines",
@@ -61,6 +79,18 @@ _PER_WORKER: list[tuple[str, str, str, str]] = [
         "access_log_dropped",
     ),
     ("edge_reloads", "counter", "Configuration reloads applied (SIGHUP).", "reloads"),
+    (
+        "edge_refused_connections",
+        "counter",
+        "TCP connections refused: their client address held max_client_connections.",
+        "refused_connections",
+    ),
+    (
+        "edge_rate_limited_requests",
+        "counter",
+        "Requests answered 429: their client address was over rate_limit.",
+        "rate_limited_requests",
+    ),
 ]
 """(name, type, help, stats key): one sample per worker."""
 

@@ -44,6 +44,7 @@ from edge.cache.reuse import FAST_HIT_BLOCKERS, Reuse, decide_reuse, request_dir
 from edge.cache.status import Fwd, cache_name
 from edge.cache.store import Store, make_store
 from edge.config import Config, parse_ttl_rules
+from edge.core.clients import ClientLimits
 from edge.core.codings import Compressor
 from edge.core.fills import Fills
 from edge.core.forward import Forwarder
@@ -116,6 +117,8 @@ class EdgeCore:
         self.misses = Misses(self.fills, self.responder, self.forwarder, config.stale_grace, clock)
         self._retired: list[Router] = []
         """Routers a reload replaced, closed once no request can still be waiting on them."""
+        self.clients = ClientLimits(config.max_client_connections, config.rate_limit, config.rate_burst)
+        """Per-client-address connection cap and rate limit, applied by the fronts."""
         self.requests = RequestLog(self.hit_status)
         """Counters of answered requests and the access log (``edge.core.observe``)."""
 
@@ -301,6 +304,8 @@ class EdgeCore:
             "upstream_requests": self.gateway.requests,
             "sibling_requests": self.gateway.router.sibling_requests,
             "hit_for_pass_keys": len(self.fills.pass_keys),
+            "refused_connections": self.clients.refused_connections,
+            "rate_limited_requests": self.clients.refused_requests,
             "traffic": self.requests.snapshot(),
         }
 

@@ -6,12 +6,13 @@ wiring turns it on, gets one record per request.
 
 Guarantees:
 - every request a client-facing front answers is counted once: fast hits by the front
-  itself in its :class:`FrontTally` (integer adds, no call, no clock read), everything
+  itself on the entry's memoised hit head (one integer add, no call, no clock read;
+  :class:`FrontTally` sums the heads), everything
   the core answers by :func:`edge.core.sink.serve_guarded` through :class:`Recorder`,
   and refusals (400, 413, 414, 431, ...) by the front through :meth:`RequestLog.refused`;
 - a fast hit is answered inside the callback that parsed it, so its duration is counted
-  as 0 (the lowest latency bucket) and never read from the clock: the hit path pays two
-  attribute adds for the counters and one ``is not None`` test for the access log;
+  as 0 (the lowest latency bucket) and never read from the clock: the hit path pays one
+  attribute add for the counters and one ``is not None`` test for the access log;
 - the cache result is read from the ``Cache-Status`` member this node wrote (RFC 9211),
   so the log and the metrics say what the client was told;
 - with the access log off (``access is None``) no record is built.
@@ -20,10 +21,11 @@ Guarantees:
 from __future__ import annotations
 
 import time
+import weakref
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from edge.cache.entry import Entry
 from edge.http.fields import Headers
@@ -80,20 +82,57 @@ class Histogram:
         self.total += seconds
 
 
-class FrontTally:
-    """Fast hits of one protocol front, counted inline by the front (see module docstring)."""
+class HitCounter(Protocol):
+    """What a front's memoised hit head counts (``edge.fronts.hit.HitHead``): one per stored
+    entry and front, so a hit adds 1 to an object the front already holds."""
 
-    __slots__ = ("access", "hit_bytes", "hits", "log", "odd_hits", "protocol")
+    hits: int
+    """Hits served from it, HEAD included."""
+    heads: int
+    """Of those, hits that sent no body (HEAD, or an empty body)."""
+    status: int
+    length: int
+    """The status and body length of the entry it belongs to."""
+
+
+class FrontTally:
+    """Fast hits of one protocol front: the live hit heads' counts, plus those of heads gone.
+
+    A hit head registers here when it is made and gives its counts back when it is freed
+    (its entry evicted or replaced), so no hit is lost and the hit path adds one to an
+    attribute of an object it holds anyway.
+    """
+
+    __slots__ = ("access", "gone", "gone_bytes", "live", "log", "protocol")
 
     def __init__(self, log: RequestLog, protocol: str) -> None:
         self.log = log
         self.protocol = protocol
-        self.hits = 0
-        self.hit_bytes = 0
-        self.odd_hits: Counter[int] = Counter()
-        """Fast hits whose stored status is not 200 (a cached 301 or 404), by status."""
+        self.live: weakref.WeakSet[HitCounter] = weakref.WeakSet()
+        self.gone: Counter[int] = Counter()
+        """status → hits counted by heads no longer alive."""
+        self.gone_bytes = 0
         self.access = log.access
         """The access-log writer, or None: the front tests this before calling :meth:`logged_hit`."""
+
+    def register(self, counter: HitCounter) -> None:
+        self.live.add(counter)
+
+    def retire(self, counter: HitCounter) -> None:
+        """Keep the counts of a hit head being freed."""
+        if counter.hits:
+            self.gone[counter.status] += counter.hits
+            self.gone_bytes += (counter.hits - counter.heads) * counter.length
+
+    def counts(self) -> tuple[Counter[int], int]:
+        """(status → fast hits, body bytes they sent), over live and freed heads."""
+        hits: Counter[int] = Counter(self.gone)
+        sent = self.gone_bytes
+        for counter in list(self.live):
+            if counter.hits:
+                hits[counter.status] += counter.hits
+                sent += (counter.hits - counter.heads) * counter.length
+        return hits, sent
 
     def logged_hit(self, req: Request, entry: Entry, now: float) -> None:
         """Write the access record of a fast hit (only called while the access log is on)."""
@@ -243,13 +282,11 @@ class RequestLog:
         sent: Counter[str] = Counter(self.sent)
         duration = list(self.duration.counts)
         for protocol, tally in self.fronts.items():
-            odd = sum(tally.odd_hits.values())
-            if tally.hits - odd:
-                counts[protocol, 200, "hit"] += tally.hits - odd
-            for status, n in tally.odd_hits.items():
+            hits, hit_bytes = tally.counts()
+            for status, n in hits.items():
                 counts[protocol, status, "hit"] += n
-            sent[protocol] += tally.hit_bytes
-            duration[0] += tally.hits
+                duration[0] += n
+            sent[protocol] += hit_bytes
         return {
             "requests": [[p, s, c, n] for (p, s, c), n in sorted(counts.items())],
             "response_bytes": dict(sent),

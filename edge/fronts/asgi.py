@@ -27,7 +27,7 @@ from typing import Any
 from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
-from edge.core.observe import PROTOCOL_LABELS
+from edge.core.observe import PROTOCOL_LABELS, FrontTally
 from edge.core.sink import serve_guarded
 from edge.fronts.hit import FieldHitHead, lower_fields
 from edge.fronts.request import Refusal, RequestRules, body_too_large
@@ -50,7 +50,7 @@ class EdgeASGI:
     def __init__(self, core: EdgeCore, config: Config) -> None:
         self.core = core
         self.clock = core.clock
-        self.rules = RequestRules(config, b"https")
+        self.rules = RequestRules(config, b"https", core.clients)
         self.max_body = config.max_request_body
         lower = [(k.lower(), v) for k, v in core.hit_fields]
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
@@ -107,14 +107,9 @@ class EdgeASGI:
         entry = self.core.fresh_hit(req, now)
         if entry is not None:
             tally = self.requests.front(PROTOCOL_LABELS.get(req.http_version, "h1"))
-            tally.hits += 1
-            if req.method != b"HEAD":
-                tally.hit_bytes += len(entry.body)
-            if entry.status != 200:
-                tally.odd_hits[entry.status] += 1
             if tally.access is not None:
                 tally.logged_hit(req, entry, now)
-            await self.send_hit(entry, req, now, send)
+            await self.send_hit(entry, req, now, send, tally)
             return
         if not await self.read_body(req, receive, send):
             return
@@ -165,21 +160,30 @@ class EdgeASGI:
                 if not message.get("more_body", False):
                     break
         text = refusal.body
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text))]
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(text)),
+            *refusal.fields,
+        ]
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else text, "more_body": False})
 
-    async def send_hit(self, entry: Entry, req: Request, now: float, send: Send) -> None:
+    async def send_hit(self, entry: Entry, req: Request, now: float, send: Send, tally: FrontTally) -> None:
         age = entry.age(now)
         memo: FieldHitHead | None = entry.wire.get("asgi")
         if memo is None:
             fields = lower_fields(entry.headers)
-            memo = entry.wire["asgi"] = FieldHitHead(entry, fields, self.hit_fields, status_field=False)
+            memo = entry.wire["asgi"] = FieldHitHead(
+                entry, fields, self.hit_fields, status_field=False, tally=tally
+            )
         if memo.age != age:
             # Age and Cache-Status's ttl change once a second: rebuild the list then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
         await send({"type": "http.response.start", "status": entry.status, "headers": memo.head})
         body = entry.body if req.method != b"HEAD" else b""
+        memo.hits += 1
+        if not body:
+            memo.heads += 1
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

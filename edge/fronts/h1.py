@@ -28,6 +28,7 @@ import httptools
 
 from edge.config import Config
 from edge.core import EdgeCore
+from edge.core.clients import ClientLimits
 from edge.core.observe import RequestLog
 from edge.core.sink import serve_guarded
 from edge.fronts.hit import WireHitHead
@@ -70,16 +71,21 @@ class H1Protocol(asyncio.Protocol):
         self.core = core
         self.scheme = scheme
         """b"https" when the TLS front hands over a connection whose ALPN chose http/1.1."""
-        rules = RequestRules(config, scheme)
+        rules = RequestRules(config, scheme, core.clients)
         self.finish = rules.finish
         self.clock = core.clock
         self.max_line = rules.max_target
         self.max_head = rules.max_block
         self.max_count = rules.max_count
         self.max_body = rules.max_body
+        self.clients: ClientLimits | None = core.clients
+        """Counts this connection against its address's cap (None: not counted)."""
         self.requests: RequestLog | None = core.requests
         self.tally = core.requests.front("h1")
-        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
+        """Sums the fast hits counted on hit heads (edge.core.observe); the rest goes
+        through serve_guarded."""
+        self.logged = self.tally.access is not None
+        """The access log is on (read once per connection: it is set before serving)."""
         self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
         self.extra_fields = b"Alt-Svc: %s\r\n" % config.alt_svc.encode() if config.alt_svc else b""
         """Fields every response on this listener carries (Alt-Svc advertising HTTP/3)."""
@@ -115,9 +121,17 @@ class H1Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else ""
+        if self.clients is not None and not self.clients.opened(self.client):
+            self.clients = None  # not counted: nothing to give back when it closes
+            self.closing = True
+            self.transport.abort()  # over the per-address cap: refused before a byte is read
+            return
         LIVE.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.clients is not None:
+            self.clients.closed(self.client)
+            self.clients = None
         LIVE.discard(self)
         self.closing = True
         if self.active is not None:
@@ -312,7 +326,7 @@ class H1Protocol(asyncio.Protocol):
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: WireHitHead | None = entry.wire.get("h1")
         if memo is None:
-            memo = entry.wire["h1"] = WireHitHead(entry, self.hit_fields + self.extra_fields)
+            memo = entry.wire["h1"] = WireHitHead(entry, self.hit_fields + self.extra_fields, self.tally)
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
@@ -322,20 +336,16 @@ class H1Protocol(asyncio.Protocol):
             connection = b"keep-alive" if keep_alive else b"close"
             head = memo.head[:-2] + b"Connection: %s\r\n\r\n" % connection
         body = entry.body
-        tally = self.tally
-        tally.hits += 1
+        memo.hits += 1  # the request counters (edge.core.observe)
         if req.method == b"HEAD" or not body:
             transport.write(head)
+            memo.heads += 1
         elif len(body) <= 16384:
             transport.write(head + body)
-            tally.hit_bytes += len(body)
         else:
             transport.writelines((head, body))
-            tally.hit_bytes += len(body)
-        if entry.status != 200:
-            tally.odd_hits[entry.status] += 1
-        if tally.access is not None:
-            tally.logged_hit(req, entry, now)
+        if self.logged:
+            self.tally.logged_hit(req, entry, now)
         if not keep_alive:
             self.closing = True
             transport.close()
@@ -388,9 +398,10 @@ class H1Protocol(asyncio.Protocol):
         body = refusal.body
         if self.requests is not None:
             self.requests.refused("h1", self.client, None, self.url, status, len(body))
+        extra = b"".join(b"%s: %s\r\n" % field for field in refusal.fields)
         self.pending_reject = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (status, reason_phrase(status), len(body))
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%sContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, reason_phrase(status), extra, len(body))
         ) + body
         if self.active is None and not self.queue:
             self._flush_reject()

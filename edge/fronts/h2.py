@@ -142,13 +142,16 @@ class H2Protocol(asyncio.Protocol):
         self.core = core
         self.config = config
         self.clock = core.clock
-        self.rules = rules = RequestRules(config, b"https")
+        self.rules = rules = RequestRules(config, b"https", core.clients)
         self.max_body = rules.max_body
         self.alt_svc: Headers = [(b"alt-svc", config.alt_svc.encode())] if config.alt_svc else []
         self.hit_fields: Headers = [(k.lower(), v) for k, v in core.hit_fields] + self.alt_svc
+        self.counted = False
+        """This connection holds a place under its address's cap (edge.core.clients)."""
         self.requests = core.requests
         self.tally = core.requests.front("h2")
-        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
+        """Sums the fast hits counted on hit heads (edge.core.observe); the rest goes through
+        serve_guarded."""
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.client = ""
@@ -206,10 +209,18 @@ class H2Protocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else ""
+        if not self.core.clients.opened(self.client):
+            self.closing = True
+            self.transport.abort()  # over the per-address connection cap (edge.core.clients)
+            return
+        self.counted = True
         self.conn.initiate_connection()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.counted = False
+            self.core.clients.closed(self.client)
         self.closing = True
         self.backlog = b""
         for timer in (self.stall_timer, self.abort_timer):
@@ -481,23 +492,21 @@ class H2Protocol(asyncio.Protocol):
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: FieldHitHead | None = entry.wire.get("h2")
         if memo is None:
-            memo = entry.wire["h2"] = FieldHitHead(entry, _h2_fields(entry.headers), self.hit_fields)
+            memo = entry.wire["h2"] = FieldHitHead(
+                entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally
+            )
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
         body = entry.body
-        tally = self.tally
-        tally.hits += 1
-        if req.method != b"HEAD":
-            tally.hit_bytes += len(body)
-        if entry.status != 200:
-            tally.odd_hits[entry.status] += 1
-        if tally.access is not None:
-            tally.logged_hit(req, entry, now)
+        memo.hits += 1  # the request counters (edge.core.observe)
+        if self.tally.access is not None:
+            self.tally.logged_hit(req, entry, now)
         encoder = self.encoder
         encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
         try:
             if req.method == b"HEAD" or not body:
+                memo.heads += 1
                 self.conn.send_headers(stream_id, memo.head, end_stream=True)
                 self.streams.pop(stream_id, None)
                 return True
@@ -545,6 +554,7 @@ class H2Protocol(asyncio.Protocol):
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
+            *refusal.fields,
             *self.alt_svc,
         ]
         stream.req = None

@@ -142,7 +142,7 @@ class H3Session:
         self.backend = backend
         self.core = core
         self.clock = core.clock
-        self.rules = RequestRules(config, b"https")
+        self.rules = RequestRules(config, b"https", core.clients)
         self.max_body = config.max_request_body
         self.bound = config.quic_send_buffer
         self.h3: Any = None
@@ -158,7 +158,8 @@ class H3Session:
         self.hit_fields: Headers = [(k.lower(), v) for k, v in core.hit_fields]
         self.requests = core.requests
         self.tally = core.requests.front("h3")
-        """Fast hits counted inline (edge.core.observe); the rest through serve_guarded."""
+        """Sums the fast hits counted on hit heads (edge.core.observe); the rest goes through
+        serve_guarded."""
         self.copy_free = backend.name == "qh3"
         if backend.name == "qh3":
             self.buffered: Callable[[], int] = self._buffered_qh3
@@ -274,14 +275,8 @@ class H3Session:
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is not None:
-            tally = self.tally
-            tally.hits += 1
-            if method != b"HEAD":
-                tally.hit_bytes += len(entry.body)
-            if entry.status != 200:
-                tally.odd_hits[entry.status] += 1
-            if tally.access is not None:
-                tally.logged_hit(req, entry, now)
+            if self.tally.access is not None:
+                self.tally.logged_hit(req, entry, now)
             if len(entry.body) <= CHUNK or method == b"HEAD":
                 self._send_small_hit(stream_id, entry, req, now)
                 return
@@ -303,18 +298,24 @@ class H3Session:
         addr = get_peer() if get_peer is not None else getattr(self.quic, "_remote_addr", None)
         return str(addr[0]) if addr else ""
 
-    def _hit_head(self, entry: Entry, now: float) -> Headers:
+    def _hit_head(self, entry: Entry, now: float, req: Request) -> Headers:
+        """The head of a fresh hit on ``entry``, the hit counted (edge.core.observe)."""
         age = entry.age(now)
         memo: FieldHitHead | None = entry.wire.get("h3")
         if memo is None:
-            memo = entry.wire["h3"] = FieldHitHead(entry, lower_fields(entry.headers), self.hit_fields)
+            memo = entry.wire["h3"] = FieldHitHead(
+                entry, lower_fields(entry.headers), self.hit_fields, tally=self.tally
+            )
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
+        memo.hits += 1
+        if req.method == b"HEAD" or not entry.body:
+            memo.heads += 1
         return memo.head
 
     def _send_small_hit(self, stream_id: int, entry: Entry, req: Request, now: float) -> None:
-        head = self._hit_head(entry, now)
+        head = self._hit_head(entry, now, req)
         body = entry.body
         if req.method == b"HEAD" or not body:
             self.h3.send_headers(stream_id, head, end_stream=True)
@@ -338,6 +339,7 @@ class H3Session:
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
+            *refusal.fields,
         ]
         if method == b"HEAD":
             self.h3.send_headers(stream_id, head, end_stream=True)
@@ -352,7 +354,7 @@ class H3Session:
     async def _serve(self, stream_id: int, req: Request, entry: Entry | None, now: float) -> None:
         if entry is not None:
             self.sending.add(stream_id)
-            self.h3.send_headers(stream_id, self._hit_head(entry, now), end_stream=False)
+            self.h3.send_headers(stream_id, self._hit_head(entry, now, req), end_stream=False)
             await self.send_body(stream_id, entry.body, end=True)
             return
         sink = H3Sink(self, stream_id, req)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Generic, TypeVar
 
 from edge.cache.entry import Entry
+from edge.core.observe import FrontTally
 from edge.http.fields import Headers
 from edge.http.message import NO_BODY_STATUSES, reason_phrase
 
@@ -26,15 +27,34 @@ _Head = TypeVar("_Head", bytes, Headers)
 
 
 class HitHead(Generic[_Head]):
-    """``prefix`` (per entry), ``age`` (the second ``head`` is for) and ``head`` itself."""
+    """``prefix`` (per entry), ``age`` (the second ``head`` is for) and ``head`` itself.
 
-    __slots__ = ("age", "head", "prefix")
+    It is also where the front counts the entry's fast hits (``hits``, ``heads``; see
+    ``edge.core.observe``): registered with the front's tally when made, it hands its
+    counts back to the tally when it is freed with its entry. It holds no reference to
+    the entry, so it is freed as soon as the entry is.
+    """
 
-    def __init__(self, prefix: _Head, head: _Head) -> None:
+    __slots__ = ("__weakref__", "age", "head", "heads", "hits", "length", "prefix", "status", "tally")
+
+    def __init__(
+        self, prefix: _Head, head: _Head, entry: Entry | None = None, tally: FrontTally | None = None
+    ) -> None:
         self.prefix: _Head = prefix
         self.age = -1
         """The Age ``head`` carries; -1 until the first refresh."""
         self.head: _Head = head
+        self.hits = 0
+        self.heads = 0
+        self.status = entry.status if entry is not None else 0
+        self.length = len(entry.body) if entry is not None else 0
+        self.tally = tally
+        if tally is not None:
+            tally.register(self)
+
+    def __del__(self) -> None:
+        if self.tally is not None and self.hits:
+            self.tally.retire(self)
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         """Rebuild ``head`` for ``age`` (once a second per entry, not per hit)."""
@@ -46,8 +66,9 @@ class WireHitHead(HitHead[bytes]):
 
     __slots__ = ()
 
-    def __init__(self, entry: Entry, tail: bytes) -> None:
-        """``tail``: serialised fields every hit on the listener carries (X-Cache, Alt-Svc)."""
+    def __init__(self, entry: Entry, tail: bytes, tally: FrontTally | None = None) -> None:
+        """``tail``: serialised fields every hit on the listener carries (X-Cache, Alt-Svc);
+        ``tally``: where the hits counted on this head are summed."""
         status = entry.status
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, entry.reason or reason_phrase(status))]
         for name, value in entry.headers:
@@ -55,7 +76,7 @@ class WireHitHead(HitHead[bytes]):
         if status not in NO_BODY_STATUSES and status >= 200:
             lines.append(b"Content-Length: %d\r\n" % len(entry.body))
         lines.append(tail)
-        super().__init__(b"".join(lines), b"")
+        super().__init__(b"".join(lines), b"", entry, tally)
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         self.head = self.prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (age, cache_status)
@@ -67,7 +88,14 @@ class FieldHitHead(HitHead[Headers]):
 
     __slots__ = ()
 
-    def __init__(self, entry: Entry, fields: Headers, tail: Headers, status_field: bool = True) -> None:
+    def __init__(
+        self,
+        entry: Entry,
+        fields: Headers,
+        tail: Headers,
+        status_field: bool = True,
+        tally: FrontTally | None = None,
+    ) -> None:
         """``fields``: the entry's fields as the front sends them (:func:`lower_fields` or
         stricter); ``tail``: fields every hit carries; ``status_field``: begin with
         ``:status`` (HTTP/2, HTTP/3), not for ASGI, which passes the status apart."""
@@ -77,7 +105,7 @@ class FieldHitHead(HitHead[Headers]):
         if status not in NO_BODY_STATUSES and status >= 200:
             prefix.append((b"content-length", b"%d" % len(entry.body)))
         prefix += tail
-        super().__init__(prefix, [])
+        super().__init__(prefix, [], entry, tally)
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         self.head = [*self.prefix, (b"age", b"%d" % age), (b"cache-status", cache_status)]

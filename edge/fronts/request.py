@@ -29,7 +29,11 @@ like the others. HTTP/2's own field rules (RFC 9113 §8.2-8.3) stay in
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from edge.config import Config, parse_hosts
+from edge.core.clients import ClientLimits
 from edge.http.fields import Headers
 from edge.http.hosts import HostAllowList
 from edge.http.message import (
@@ -69,10 +73,17 @@ valid *and* allowed, so the allow-list costs nothing once a host is known."""
 class Refusal(Exception):
     """A request the node answers itself, with ``status`` and a short reason, ``why``."""
 
-    def __init__(self, status: int, why: str) -> None:
+    def __init__(self, status: int, why: str, retry_after: int = 0) -> None:
         super().__init__(why)
         self.status = status
         self.why = why
+        self.retry_after = retry_after
+        """Seconds a client should wait before asking again (429), 0 for none."""
+
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """Fields the answer carries besides its type and length: ``Retry-After`` for a 429."""
+        return [(b"retry-after", b"%d" % self.retry_after)] if self.retry_after else []
 
     @property
     def body(self) -> bytes:
@@ -120,9 +131,20 @@ class RequestRules:
     Cheap to make (one per connection is fine); the Host cache behind it is per process.
     """
 
-    __slots__ = ("allowed", "hosts", "max_block", "max_body", "max_count", "max_target", "scheme", "trusted")
+    __slots__ = (
+        "allowed", "clock", "hosts", "max_block", "max_body", "max_count", "max_target", "rate", "scheme",
+        "trusted",
+    )  # fmt: skip
 
-    def __init__(self, config: Config, scheme: bytes) -> None:
+    def __init__(
+        self,
+        config: Config,
+        scheme: bytes,
+        clients: ClientLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clients``: the worker's per-address budgets; its rate limit, when on, refuses
+        requests over it with 429."""
         if scheme not in _HOSTS:
             raise ValueError(f"scheme must be http or https, not {scheme!r}")
         self.scheme = scheme
@@ -142,6 +164,9 @@ class RequestRules:
             self.hosts = _ALLOWED_HOSTS.setdefault((scheme, self.allowed.patterns), {})
         self.trusted = TrustedProxies.of(config.trusted_proxies)
         """Peers whose X-Forwarded-Proto says the scheme (None: nobody)."""
+        self.rate = clients if clients is not None and clients.rate is not None else None
+        """The rate limit to charge each request to (None: off, one test per request)."""
+        self.clock = clock
 
     def from_pseudo(
         self,
@@ -198,7 +223,11 @@ class RequestRules:
         """The step every front ends with: CONNECT (405), Host present (but for HTTP/1.0)
         and valid (400) and one this node serves (421), Content-Length within the limit
         (413), then the ``Request`` with the normalised host. ``host_from`` names where
-        ``host`` came from in a 400."""
+        ``host`` came from in a 400. With a rate limit, a request over it is 429 first."""
+        if self.rate is not None:
+            wait = self.rate.retry_after(client, self.clock())
+            if wait:
+                raise Refusal(429, "too many requests from this address", retry_after=wait)
         if method == b"CONNECT":
             raise _connect_refused()
         if host is None:
@@ -212,8 +241,8 @@ class RequestRules:
                 raise Refusal(400, f"invalid {host_from}")
             normal = self._learn(host)
         length = fields.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise body_too_large()
+        if length is not None and length.isdigit() and (len(length) > 18 or int(length) > self.max_body):
+            raise body_too_large()  # (more than 18 digits is past any limit, and int() refuses 4,300)
         if self.trusted is not None and b"x-forwarded-proto" in fields and self.trusted.trusts(client):
             scheme = fields[b"x-forwarded-proto"].strip().lower()
             if scheme in _HOSTS and scheme != self.scheme:

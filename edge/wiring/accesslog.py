@@ -73,7 +73,9 @@ class _Stamp:
         self.second = -1
         self.prefix = ""
 
-    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         when = event["time"]
         second = int(when)
         if second != self.second:  # formatted once a second, not per line

@@ -4,12 +4,16 @@ latency buckets, and what the Recorder notes of a response."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.cache.entry import Entry
+from edge.cache.freshness import freshness_policy
 from edge.cache.status import FWD_REASONS, CacheStatus
 from edge.core.observe import LATENCY_BUCKETS, Recorder, RequestLog, cache_result
+from edge.fronts.hit import WireHitHead
 from edge.http.message import Request
 
 
@@ -77,18 +81,30 @@ def test_a_core_response_is_counted_with_our_member_and_the_bytes_sent() -> None
     assert sum(snap["upstream_duration"]["counts"]) == 1 and snap["upstream_duration"]["sum"] == 0.003
 
 
-def test_fast_hits_are_folded_in_as_status_hits_taking_no_time() -> None:
+def stored(status: int, body: bytes) -> Entry:
+    fields = [(b"Cache-Control", b"max-age=60")]
+    return Entry(
+        b"http://cdn.test/a", status, b"", fields, body, freshness_policy(status, fields, 0.0), 0.0, 0.0
+    )
+
+
+def test_fast_hits_counted_on_hit_heads_are_kept_when_the_heads_are_freed() -> None:
     log = RequestLog(lambda ttl: b"edge; hit")
     tally = log.front("h1")
-    tally.hits += 5
-    tally.hit_bytes += 5 * 1024
-    tally.odd_hits[404] += 2
+    ok = WireHitHead(stored(200, b"x" * 1024), b"", tally)
+    missing = WireHitHead(stored(404, b"gone"), b"", tally)
+    ok.hits += 5
+    ok.heads += 1  # a HEAD: no body sent
+    missing.hits += 2
     log.refused("h1", "127.0.0.1", None, b"/x" * 5000, 414, 50)
     snap = log.snapshot()
-    assert snap["requests"] == [["h1", 200, "hit", 3], ["h1", 404, "hit", 2], ["h1", 414, "none", 1]]
-    assert snap["response_bytes"] == {"h1": 5 * 1024 + 50}
-    assert snap["duration"]["counts"][0] == 6 and snap["duration"]["sum"] == 0.0
+    assert snap["requests"] == [["h1", 200, "hit", 5], ["h1", 404, "hit", 2], ["h1", 414, "none", 1]]
+    assert snap["response_bytes"] == {"h1": 4 * 1024 + 2 * 4 + 50}
+    assert snap["duration"]["counts"][0] == 8 and snap["duration"]["sum"] == 0.0
     assert len(snap["duration"]["counts"]) == len(LATENCY_BUCKETS) + 1
+    del ok, missing  # their entries were evicted: the heads are freed with them
+    gc.collect()
+    assert log.snapshot() == snap
 
 
 def test_the_access_writer_gets_a_record_only_when_the_log_is_on() -> None:

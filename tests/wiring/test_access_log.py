@@ -13,11 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from edge.wiring.accesslog import BATCH_BYTES, MAX_BATCHES, AccessLog
 from edge.wiring.devcert import ensure_dev_cert
@@ -108,24 +107,6 @@ def test_lines_are_whole_json_objects_and_reopen_follows_logrotate(tmp_path: Pat
 
 
 # -- a real node ----------------------------------------------------------------------------------------
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[int]:
-    root = tmp_path / "site"
-    root.mkdir()
-    (root / "app.js").write_bytes(b"console.log('x');\n" * 100)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "origin", "serve", "--root", str(root), "--listen", f"127.0.0.1:{port}"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_port(port, proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def start_edge(origin: int, *args: str) -> tuple[subprocess.Popen[bytes], int, int]:
     port, admin = free_port(), free_port()
     proc = subprocess.Popen(

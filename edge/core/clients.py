@@ -1,0 +1,95 @@
+"""Per-client-address budgets every front applies: open connections, and an optional request rate.
+
+One :class:`ClientLimits` per worker, shared by its fronts (``EdgeCore.clients``). It is
+sans-I/O: fronts ask it and act (close the connection, answer 429), and time is passed in.
+
+Guarantees:
+- a client address holds at most ``max_connections`` open TCP connections (HTTP/1.1 and
+  HTTPS) in a worker; the next is refused at once, before any request is read; closing one
+  frees its place. 0 turns the cap off;
+- with ``rate`` > 0, each address has a token bucket of ``burst`` requests refilled at
+  ``rate`` per second; a request finding it empty is refused with the seconds until the
+  next token (429 with ``Retry-After``, RFC 6585 §4). ``rate`` 0 (the default) costs a
+  request one ``is None`` test in the front;
+- the memory is bounded: at most :data:`TRACKED` buckets are kept (the least recently
+  used address is forgotten, which can only be generous to it), and an address with no
+  open connection holds no connection entry.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cachetools import LRUCache
+
+__all__ = ["TRACKED", "ClientLimits", "RateLimit"]
+
+TRACKED = 100_000
+"""Client addresses whose rate buckets are remembered at once."""
+
+
+class RateLimit:
+    """Token buckets per client address (``rate`` per second, up to ``burst``)."""
+
+    __slots__ = ("buckets", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(max(1, burst))
+        self.buckets: LRUCache[str, list[float]] = LRUCache(TRACKED)
+        """address → [tokens, when they were counted]."""
+
+    def retry_after(self, client: str, now: float) -> int:
+        """0 when the request may go ahead (a token is taken); else whole seconds to wait."""
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            self.buckets[client] = [self.burst - 1.0, now]
+            return 0
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return 0
+        bucket[0] = tokens
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+
+class ClientLimits:
+    """The connection cap and (when on) the rate limit of one worker."""
+
+    __slots__ = ("connections", "max_connections", "rate", "refused_connections", "refused_requests")
+
+    def __init__(self, max_connections: int, rate: float = 0.0, burst: int = 0) -> None:
+        self.max_connections = max_connections
+        self.connections: dict[str, int] = {}
+        """address → open connections (only addresses with at least one)."""
+        self.rate: RateLimit | None = RateLimit(rate, burst or math.ceil(2 * rate)) if rate > 0 else None
+        """None when requests are not rate limited (the front's only test per request)."""
+        self.refused_connections = 0
+        self.refused_requests = 0
+
+    def opened(self, client: str) -> bool:
+        """A connection from ``client`` was accepted: False when it is over the cap (close it;
+        it was not counted)."""
+        held = self.connections.get(client, 0)
+        if self.max_connections and held >= self.max_connections:
+            self.refused_connections += 1
+            return False
+        self.connections[client] = held + 1
+        return True
+
+    def closed(self, client: str) -> None:
+        """A connection :meth:`opened` admitted has closed."""
+        held = self.connections.get(client, 0)
+        if held <= 1:
+            self.connections.pop(client, None)
+        else:
+            self.connections[client] = held - 1
+
+    def retry_after(self, client: str, now: float) -> int:
+        """0: serve the request; otherwise refuse it, retry after that many seconds."""
+        assert self.rate is not None
+        wait = self.rate.retry_after(client, now)
+        if wait:
+            self.refused_requests += 1
+        return wait
