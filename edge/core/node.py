@@ -119,7 +119,7 @@ class EdgeCore:
         """Routers a reload replaced, closed once no request can still be waiting on them."""
         self.clients = ClientLimits(config.max_client_connections, config.rate_limit, config.rate_burst)
         """Per-client-address connection cap and rate limit, applied by the fronts."""
-        self.requests = RequestLog(self.hit_status)
+        self.requests = RequestLog()
         """Counters of answered requests and the access log (``edge.core.observe``)."""
 
     # -- the hot path ------------------------------------------------------------------

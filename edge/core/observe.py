@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edge.cache.entry import Entry
 from edge.http.fields import Headers
 from edge.http.message import Request
 
@@ -93,6 +92,8 @@ class HitCounter(Protocol):
     status: int
     length: int
     """The status and body length of the entry it belongs to."""
+    cache_status: bytes
+    """The Cache-Status member its head carries this second."""
 
 
 class FrontTally:
@@ -134,11 +135,11 @@ class FrontTally:
                 sent += (counter.hits - counter.heads) * counter.length
         return hits, sent
 
-    def logged_hit(self, req: Request, entry: Entry, now: float) -> None:
-        """Write the access record of a fast hit (only called while the access log is on)."""
-        sent = 0 if req.method == b"HEAD" else len(entry.body)
-        member = self.log.hit_member(int(entry.fresh_until - now))
-        self.log.write(req, entry.status, sent, member, None, 0.0)
+    def logged_hit(self, req: Request, head: HitCounter) -> None:
+        """Write the access record of a fast hit sent with ``head`` (only called while the
+        access log is on)."""
+        sent = 0 if req.method == b"HEAD" else head.length
+        self.log.write(req, head.status, sent, head.cache_status, None, 0.0)
 
 
 class Recorder:
@@ -184,9 +185,7 @@ class Recorder:
 class RequestLog:
     """One worker's request counters, and its access-log writer when the log is on."""
 
-    def __init__(self, hit_member: Callable[[int], bytes]) -> None:
-        self.hit_member = hit_member
-        """ttl → this node's Cache-Status member of a fresh hit (for fast hits' records)."""
+    def __init__(self) -> None:
         self.worker: int | None = None
         """The worker's index in access records; None in a node of one worker."""
         self.access: AccessWriter | None = None

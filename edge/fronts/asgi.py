@@ -107,8 +107,6 @@ class EdgeASGI:
         entry = self.core.fresh_hit(req, now)
         if entry is not None:
             tally = self.requests.front(PROTOCOL_LABELS.get(req.http_version, "h1"))
-            if tally.access is not None:
-                tally.logged_hit(req, entry, now)
             await self.send_hit(entry, req, now, send, tally)
             return
         if not await self.read_body(req, receive, send):
@@ -184,6 +182,8 @@ class EdgeASGI:
         memo.hits += 1
         if not body:
             memo.heads += 1
+        if tally.access is not None:
+            tally.logged_hit(req, memo)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -345,7 +345,7 @@ class H1Protocol(asyncio.Protocol):
         else:
             transport.writelines((head, body))
         if self.logged:
-            self.tally.logged_hit(req, entry, now)
+            self.tally.logged_hit(req, memo)
         if not keep_alive:
             self.closing = True
             transport.close()

@@ -501,7 +501,7 @@ class H2Protocol(asyncio.Protocol):
         body = entry.body
         memo.hits += 1  # the request counters (edge.core.observe)
         if self.tally.access is not None:
-            self.tally.logged_hit(req, entry, now)
+            self.tally.logged_hit(req, memo)
         encoder = self.encoder
         encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
         try:

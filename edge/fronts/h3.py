@@ -275,8 +275,6 @@ class H3Session:
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is not None:
-            if self.tally.access is not None:
-                self.tally.logged_hit(req, entry, now)
             if len(entry.body) <= CHUNK or method == b"HEAD":
                 self._send_small_hit(stream_id, entry, req, now)
                 return
@@ -312,6 +310,8 @@ class H3Session:
         memo.hits += 1
         if req.method == b"HEAD" or not entry.body:
             memo.heads += 1
+        if self.tally.access is not None:
+            self.tally.logged_hit(req, memo)
         return memo.head
 
     def _send_small_hit(self, stream_id: int, entry: Entry, req: Request, now: float) -> None:

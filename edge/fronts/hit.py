@@ -35,7 +35,9 @@ class HitHead(Generic[_Head]):
     the entry, so it is freed as soon as the entry is.
     """
 
-    __slots__ = ("__weakref__", "age", "head", "heads", "hits", "length", "prefix", "status", "tally")
+    __slots__ = (
+        "__weakref__", "age", "cache_status", "head", "heads", "hits", "length", "prefix", "status", "tally",
+    )  # fmt: skip
 
     def __init__(
         self, prefix: _Head, head: _Head, entry: Entry | None = None, tally: FrontTally | None = None
@@ -44,6 +46,8 @@ class HitHead(Generic[_Head]):
         self.age = -1
         """The Age ``head`` carries; -1 until the first refresh."""
         self.head: _Head = head
+        self.cache_status = b""
+        """The Cache-Status member ``head`` carries (for the access log)."""
         self.hits = 0
         self.heads = 0
         self.status = entry.status if entry is not None else 0
@@ -80,6 +84,7 @@ class WireHitHead(HitHead[bytes]):
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         self.head = self.prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (age, cache_status)
+        self.cache_status = cache_status
         self.age = age
 
 
@@ -109,6 +114,7 @@ class FieldHitHead(HitHead[Headers]):
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         self.head = [*self.prefix, (b"age", b"%d" % age), (b"cache-status", cache_status)]
+        self.cache_status = cache_status
         self.age = age
 
 

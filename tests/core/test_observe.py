@@ -65,7 +65,7 @@ class Sink:
 
 
 def test_a_core_response_is_counted_with_our_member_and_the_bytes_sent() -> None:
-    log = RequestLog(lambda ttl: b"edge; hit; ttl=%d" % ttl)
+    log = RequestLog()
     recorder = Recorder(Sink())
     headers = [(b"Cache-Status", b"shield; hit"), (b"Cache-Status", b"edge; fwd=miss; stored; collapsed")]
     recorder.start(200, b"OK", headers, 5)
@@ -89,7 +89,7 @@ def stored(status: int, body: bytes) -> Entry:
 
 
 def test_fast_hits_counted_on_hit_heads_are_kept_when_the_heads_are_freed() -> None:
-    log = RequestLog(lambda ttl: b"edge; hit")
+    log = RequestLog()
     tally = log.front("h1")
     ok = WireHitHead(stored(200, b"x" * 1024), b"", tally)
     missing = WireHitHead(stored(404, b"gone"), b"", tally)
@@ -109,7 +109,7 @@ def test_fast_hits_counted_on_hit_heads_are_kept_when_the_heads_are_freed() -> N
 
 def test_the_access_writer_gets_a_record_only_when_the_log_is_on() -> None:
     records: list[dict[str, object]] = []
-    log = RequestLog(lambda ttl: b"edge; hit")
+    log = RequestLog()
     tally = log.front("h1")
     assert tally.access is None
     log.set_access(records.append, worker=3)
