@@ -3,9 +3,10 @@
 The dashboard's PromQL is read for every ``edge_*`` name, and a real edge and its admin API
 (on loopback, with a little traffic and a purge) are scraped: each name must be a sample of
 that scrape. Two metrics are special:
-- ``edge_h3_connections_total`` is counted by the protocol fronts, which ``edge serve`` wires
-  to the admin API and the in-process test node does not: the scrape declares the family
-  (HELP/TYPE) with no sample, so for it a declared family is enough;
+- ``edge_h3_connections_total`` and ``edge_access_log_dropped_lines_total`` are counted by
+  the fronts and the access log, which ``edge serve`` wires to the admin API and the
+  in-process test node does not: the scrape declares the family (HELP/TYPE) with no
+  sample, so for them a declared family is enough;
 - ``edge_worker_up`` exists only on a node of several workers, so it is checked against the
   exposition of the same node's stats laid out as a node of two workers.
 """
@@ -29,7 +30,7 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docker" / "grafana" / "edge-d
 METRIC = re.compile(r"\bedge_[a-z0-9_]+")
 SEVERAL_WORKERS_ONLY = {"edge_worker_up"}
 """Metrics a node of one worker does not export (see edge/admin/metrics.py)."""
-FRONTS_ONLY = {"edge_h3_connections_total"}
+FRONTS_ONLY = {"edge_h3_connections_total", "edge_access_log_dropped_lines_total"}
 """Metrics whose samples come from the fronts (edge/wiring/process.py), not the core."""
 
 
@@ -102,6 +103,9 @@ def test_the_dashboard_uses_metrics_of_every_family_asked_for() -> None:
         "edge_cache_capacity_bytes", "edge_cache_evictions_total", "edge_upstream_requests_total",
         "edge_fills_in_flight", "edge_upstream_up", "edge_upstream_failures_total",
         "edge_purge_requests_total", "edge_h3_connections_total", "edge_worker_up",
+        "edge_requests_total", "edge_request_duration_seconds_bucket",
+        "edge_upstream_duration_seconds_bucket", "edge_response_body_bytes_total",
+        "edge_collapsed_requests_total",
     }  # fmt: skip
 
 
