@@ -259,6 +259,23 @@ class Config:
     dev_cert: bool = _opt(
         False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
     )
+    acme_domain: str = _opt(
+        "",
+        "obtain and renew the HTTPS certificate from an ACME CA (RFC 8555, HTTP-01 on the cleartext "
+        "listener) for these names, comma-separated, one certificate for all; instead of --cert/--key",
+    )
+    acme_email: str = _opt("", "contact address of the ACME account (expiry notices); empty: none")
+    acme_directory: str = _opt(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "ACME directory URL of the CA (Let's Encrypt staging: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory)",
+    )
+    acme_ca_bundle: str = _opt(
+        "", "PEM file of the CAs trusted for the ACME directory's HTTPS (a private CA); empty: the system's"
+    )
+    acme_retry: float = _opt(
+        60.0, "seconds before a failed ACME order is tried again, doubling up to an hour", "float"
+    )
     tls_front: str = _opt("own", "what serves HTTPS over TCP: own (uvloop + ssl + h2, faster) or hypercorn")
     quic_backend: str = _opt(
         "qh3", "QUIC library under HTTP/3: qh3 (Rust core, about 3x faster here) or aioquic"
@@ -319,6 +336,20 @@ class Config:
             raise ConfigError(f"tls_front must be own or hypercorn, got {self.tls_front!r}")
         if bool(self.cert) != bool(self.key):
             raise ConfigError("cert and key go together: pass both --cert and --key")
+        acme_domains(self.acme_domain)
+        if self.acme_domain:
+            if self.cert or self.dev_cert:
+                raise ConfigError("acme_domain obtains the certificate: leave out --cert/--key, --dev-cert")
+            if not (self.tls_listen or self.quic_listen):
+                raise ConfigError("acme_domain needs a TLS or QUIC listener (tls_listen, quic_listen)")
+            if self.workers > 1:
+                raise ConfigError("acme_domain runs with one worker (workers = 1) for now")
+            if self.tls_front != "own":
+                raise ConfigError("acme_domain needs tls_front = own (Hypercorn cannot swap certificates)")
+            if urlsplit(self.acme_directory).scheme not in ("https", "http"):
+                raise ConfigError(f"acme_directory must be an https:// URL, got {self.acme_directory!r}")
+            if self.acme_retry <= 0:
+                raise ConfigError("acme_retry must be positive")
         if self.quic_send_buffer < 64 * 1024:
             raise ConfigError("quic_send_buffer must be at least 64KiB")
         if self.quic_max_streams < 1:
@@ -375,6 +406,22 @@ def parse_shields(value: str) -> list[tuple[str, float]]:
             raise ConfigError(f"shields: {url} is listed twice")
         shields.append((url, weight))
     return shields
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
+
+
+def acme_domains(value: str) -> tuple[str, ...]:
+    """``"Example.com, www.example.com"`` → ("example.com", "www.example.com"): the names of the
+    ACME certificate (DNS names with a dot; no wildcard: HTTP-01 cannot validate one)."""
+    names: list[str] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name = item.lower().rstrip(".")
+        if not _DNS_NAME.fullmatch(name):
+            raise ConfigError(f"acme_domain: {item!r} is not a DNS name (no wildcard, no IP address)")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def parse_listen_list(value: str) -> list[tuple[str, int]]:

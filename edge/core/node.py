@@ -44,6 +44,7 @@ from edge.cache.reuse import FAST_HIT_BLOCKERS, Reuse, decide_reuse, request_dir
 from edge.cache.status import Fwd, cache_name
 from edge.cache.store import Store, make_store
 from edge.config import Config, parse_ttl_rules
+from edge.core.challenges import Challenges
 from edge.core.clients import ClientLimits
 from edge.core.codings import Compressor
 from edge.core.fills import Fills
@@ -121,6 +122,9 @@ class EdgeCore:
         """Per-client-address connection cap and rate limit, applied by the fronts."""
         self.requests = RequestLog()
         """Counters of answered requests and the access log (``edge.core.observe``)."""
+        self.challenges = Challenges()
+        """ACME HTTP-01 tokens being validated (``edge.core.challenges``); empty but while an
+        order of ``edge.wiring.acme`` is under way."""
 
     # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
@@ -188,6 +192,8 @@ class EdgeCore:
         return True
 
     async def _answer(self, req: Request, sink: ResponseSink) -> None:
+        if self.challenges.tokens and await self.challenges.answer(req, sink, self.clock()):
+            return
         if b"cdn-loop" in req.fields and self._looped(req):
             await self.responder.send_loop_detected(sink, req)
             return

@@ -113,6 +113,8 @@ def secure_banner(config: Config, secure: Secure) -> str:
         shown = f"[{host}]" if ":" in host else host
         lines.append(f"h3:     udp {shown}:{port} ({config.quic_backend}); Alt-Svc: {config.alt_svc}")
     kind = "dev certificate (local CA)" if secure.cert.dev else "certificate"
+    if config.acme_domain:
+        kind = "temporary certificate until ACME issues one:" if secure.cert.dev else "ACME certificate"
     lines.append(f"cert:   {kind} {secure.cert.cert}")
     lines.append(f"spki:   {secure.cert.spki}  (chromium --ignore-certificate-errors-spki-list=...)")
     return "\n".join(lines)
@@ -173,6 +175,12 @@ async def serve(
     )
     loop.add_signal_handler(signal.SIGHUP, reloader)
     tasks: list[asyncio.Task[None]] = []
+    if secure is not None and config.acme_domain:
+        from edge.wiring.acme import AcmeManager
+        from edge.wiring.reload import install_chain
+
+        acme = AcmeManager(config, core, lambda cert, key: install_chain(tls_ctx, quic, cert, key))
+        tasks.append(loop.create_task(acme.run(stop)))
     inner: asyncio.Server | None = None
     listener = quic
 
@@ -286,7 +294,9 @@ def prepare_secure(config: Config) -> Certificate | None:
     """Resolve the certificate (if any listener needs one) and set Alt-Svc when HTTP/3 is on."""
     from edge.wiring.tls import resolve_certificate
 
-    if not (config.tls_listen or config.quic_listen) or not (config.cert or config.dev_cert):
+    if not (config.tls_listen or config.quic_listen) or not (
+        config.cert or config.dev_cert or config.acme_domain
+    ):
         return None
     try:
         cert = resolve_certificate(config)

@@ -30,7 +30,7 @@ from edge.config import RELOADABLE, Config, ConfigError, ConfigSource, settings
 from edge.core import EdgeCore
 from edge.wiring.accesslog import AccessLog
 
-__all__ = ["Reloader", "configure_logging"]
+__all__ = ["Reloader", "configure_logging", "install_chain"]
 
 FILLED_AT_START = frozenset({"node_id", "alt_svc"})
 """Settings the node fills in when it starts (a re-read file leaves them empty)."""
@@ -50,6 +50,16 @@ def configure_logging(level: str) -> None:
 
 def _say(message: str) -> None:
     print(f"edge: {message}", file=sys.stderr, flush=True)
+
+
+def install_chain(tls_context: ssl.SSLContext | None, quic: Any, cert: str, key: str) -> None:
+    """Load a certificate chain and key into the running TLS context and QUIC configuration
+    (``QuicListener``): new handshakes get it, open connections keep theirs. The caller has
+    checked that the pair loads (a failed load here leaves the context as it was)."""
+    if tls_context is not None:
+        tls_context.load_cert_chain(cert, key)
+    if quic is not None:
+        quic.load_cert_chain(cert, key)
 
 
 @dataclass
@@ -120,7 +130,4 @@ class Reloader:
         except (ConfigError, ssl.SSLError, OSError) as exc:
             _say(f"reload ({who}): certificate not reloaded, still serving the previous one: {exc}")
             return
-        if self.tls_context is not None:
-            self.tls_context.load_cert_chain(cert.cert, cert.key)
-        if self.quic is not None:
-            self.quic.load_cert_chain(str(cert.cert), str(cert.key))
+        install_chain(self.tls_context, self.quic, str(cert.cert), str(cert.key))

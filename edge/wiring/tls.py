@@ -37,7 +37,8 @@ class Certificate:
 
 
 def resolve_certificate(config: Config) -> Certificate | None:
-    """``--cert/--key`` when given, else the dev certificate when asked for, else None."""
+    """``--cert/--key`` when given, else the dev certificate when asked for, else the ACME
+    certificate of ``acme_domain`` (a temporary one until the first is issued), else None."""
     from edge.wiring.devcert import ensure_dev_cert, spki_hash
 
     if config.cert:
@@ -55,6 +56,11 @@ def resolve_certificate(config: Config) -> Certificate | None:
     if config.dev_cert:
         dev = ensure_dev_cert()
         return Certificate(dev.cert, dev.key, dev.spki, dev=True, ca=dev.ca)
+    if config.acme_domain:
+        from edge.wiring.acme import current_certificate
+
+        chain, private, temporary = current_certificate(config)
+        return Certificate(chain, private, spki_hash(chain.read_bytes()), dev=temporary)
     return None
 
 
