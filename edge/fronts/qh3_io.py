@@ -19,11 +19,19 @@ qh3 is pinned to 2.1.x.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
 __all__ = ["batched_server_class", "connection_class", "open_endpoint"]
 
+log = logging.getLogger("edge.fronts.qh3_io")
+
+STUCK_AFTER = 1.0
+"""Seconds a connection past its handshake may have its packet builder fail without sending
+a datagram before it is closed (:func:`connection_class`, 5.)."""
+_CAPACITY = "packet builder capacity exhausted"
+_CORE_COUNTERS = ("state", "congestion_window", "bytes_in_flight", "loss_total", "pto_total")
 _QUIC_V1 = 0x00000001
 _QUIC_V1_INITIAL_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # RFC 9001 §5.2
 
@@ -60,6 +68,15 @@ def connection_class() -> type | None:
        the client's next datagram raises the budget and the rest follows.
     4. Skips packet logging when no QUIC logger is configured: qh3 parses the header of
        every packet it sends before finding out there is no logger.
+    5. After the handshake, the same error neither loses the datagrams already built in the
+       batch nor leaves a connection that cannot send alive. qh3's ``datagrams_to_send``
+       raised it out of the loop: the datagrams built before it (counted as sent by the core)
+       were dropped with the exception, and a connection whose builder kept failing sent
+       nothing more while its peer's requests waited for the idle timeout (the soak run of
+       issue 17: 8 such errors, 5 requests timed out at 20 s). Now the batch ends there and
+       what was built leaves; the first failure is logged with the core's counters; a
+       connection that has sent nothing for :data:`STUCK_AFTER` seconds of failures is closed
+       (INTERNAL_ERROR), so its peer is told at once.
 
     No qh3 issue found for 2. or 3. (qh3 2.1.0 is the latest release); the tests in
     ``tests/fronts/test_quic_handshake.py`` fail if qh3 changes the internals used here.
@@ -68,7 +85,7 @@ def connection_class() -> type | None:
         from qh3._hazmat import pull_quic_header
         from qh3.quic.connection import QuicConnection, QuicConnectionError
         from qh3.quic.crypto import derive_key_iv_hp
-        from qh3.quic.packet import QuicPacketType
+        from qh3.quic.packet import QuicErrorCode, QuicPacketType
         from qh3.tls import CipherSuite, hkdf_expand_label, hkdf_extract
     except ImportError:
         return None
@@ -78,6 +95,9 @@ def connection_class() -> type | None:
 
     class EdgeQuicConnection(QuicConnection):
         _zero_length_peer_cid = False
+        _stuck_since: float | None = None
+        _capacity_logged = False
+        """When the packet builder started failing after the handshake with nothing sent (5.)."""
         _padded: tuple[bytes, int] = (b"", 0)
         """The datagram being received and the end of its last packet (2. above)."""
         _padded_at = 0
@@ -115,20 +135,51 @@ def connection_class() -> type | None:
             if core is None:
                 return []
             datagrams: list[tuple[bytes, Any]] = []
+            closing = False
             while True:
                 try:
                     transmit = self._call_core(core.poll_transmit, now)
                 except QuicConnectionError as exc:
-                    # 3. above: the amplification budget is spent; the rest waits for the client.
-                    if self._is_client or self._handshake_complete or "capacity" not in exc.reason_phrase:
+                    if self._is_client or _CAPACITY not in exc.reason_phrase:
                         raise
-                    break
+                    # 3. above: the amplification budget is spent; the rest waits for the client.
+                    # 5. above: past the handshake, what was built still leaves.
+                    if closing or not self._handshake_complete or not self._builder_failed(now, datagrams):
+                        break
+                    closing = True  # one more turn: the CONNECTION_CLOSE
+                    continue
                 if transmit is None:
                     break
                 self._log_datagram("datagrams_sent", transmit[0])
                 self._log_packets("packet_sent", transmit[0])
                 datagrams.append((transmit[0], transmit[1]))
+            if datagrams:
+                self._stuck_since = None
             return datagrams
+
+        def _builder_failed(self, now: float, built: list[tuple[bytes, Any]]) -> bool:
+            """Note a failed build past the handshake; True when the connection was closed for it."""
+            if not self._capacity_logged:
+                self._capacity_logged = True
+                core = self._core
+                log.warning(
+                    "QUIC connection to %s: packet builder capacity exhausted after the handshake "
+                    "(%d datagrams built in the batch; state %s, cwnd %s, in flight %s, lost %s, "
+                    "PTOs %s, unsent %s); closed if nothing can be sent for %.1f s",
+                    getattr(self, "_remote_addr", None),
+                    len(built),
+                    *(getattr(core, name, None) for name in _CORE_COUNTERS),
+                    core.get_send_buffer_size() if core is not None else None,
+                    STUCK_AFTER,
+                )
+            if built:
+                return False
+            if self._stuck_since is None:
+                self._stuck_since = now
+            if now - self._stuck_since < STUCK_AFTER:
+                return False
+            self.close(error_code=QuicErrorCode.INTERNAL_ERROR, reason_phrase=_CAPACITY)
+            return True
 
         def _receive(self, data: bytes, addr: Any, now: float) -> None:
             if self._core is None and not self._is_client and len(data) >= 1200:

@@ -21,7 +21,8 @@ import pytest
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import HandshakeCompleted
+from aioquic.quic.events import HandshakeCompleted, StreamDataReceived
+from aioquic.quic.packet import QuicErrorCode
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -157,3 +158,84 @@ def test_a_flight_over_the_budget_goes_out_in_parts_without_an_error(tmp_path: P
     assert rounds[-1].completed and len(rounds) <= 3, rounds
     assert sum(rounds[0].sent) > 2400, "the first flight used its budget"
     assert within_budget(rounds), rounds
+
+
+def established(dev_cert: DevCert) -> tuple[QuicConnection, Any, int]:
+    """A qh3 server connection past its handshake with an aioquic client, 256 KiB queued on a
+    request stream: (client, server, stream id)."""
+    client = client_connection(dev_cert.ca)
+    now = time.time()
+    datagrams = [data for data, _ in client.datagrams_to_send(now=now)]
+    server = server_connection("qh3", dev_cert.cert, dev_cert.key, datagrams[0])
+    for _ in range(4):
+        for data in datagrams:
+            server.receive_datagram(data, CLIENT, now)
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, SERVER, now)
+        datagrams = [data for data, _ in client.datagrams_to_send(now=now)]
+    stream_id = client.get_next_available_stream_id()
+    client.send_stream_data(stream_id, b"GET", end_stream=True)
+    now += 0.05  # past the client's pacing delay
+    for data in [*datagrams, *(d for d, _ in client.datagrams_to_send(now=now))]:
+        server.receive_datagram(data, CLIENT, now)
+    while server.next_event() is not None:
+        pass
+    assert server._handshake_complete
+    server.send_stream_data(stream_id, b"x" * 256 * 1024, end_stream=True)
+    return client, server, stream_id
+
+
+def failing_builds(server: Any, fails: Any) -> None:
+    """Make the server's core raise qh3's builder error from ``poll_transmit`` when ``fails()``."""
+    from qh3.quic.connection import QuicConnection as Qh3Connection
+    from qh3.quic.connection import QuicConnectionError
+
+    def call_core(operation: Any, *args: Any) -> Any:
+        if getattr(operation, "__name__", "") == "poll_transmit" and fails():
+            raise QuicConnectionError(0x1, None, "packet builder capacity exhausted")
+        return Qh3Connection._call_core(server, operation, *args)
+
+    server._call_core = call_core
+
+
+def test_a_builder_error_after_the_handshake_still_sends_what_was_built(dev_cert: DevCert) -> None:
+    """qh3 raised out of datagrams_to_send and the datagrams built before the error, counted as
+    sent by its core, were lost (the soak run of issue 17); now they leave (qh3_io, 5.)."""
+    client, server, stream_id = established(dev_cert)
+    polls = 0
+
+    def fourth_poll() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls == 4
+
+    failing_builds(server, fourth_poll)
+    sent = server.datagrams_to_send(now=time.time())
+    assert len(sent) == 3
+    for data, _ in sent:
+        client.receive_datagram(data, SERVER, time.time())
+    received = 0
+    while (event := client.next_event()) is not None:
+        if isinstance(event, StreamDataReceived) and event.stream_id == stream_id:
+            received += len(event.data)
+    assert received > 2000, "what was built before the error reached the client"
+    assert len(server.datagrams_to_send(now=time.time())) > 3, "the next batch goes on"
+
+
+def test_a_connection_whose_builder_keeps_failing_is_closed(dev_cert: DevCert) -> None:
+    """A connection that could send nothing after its handshake stayed open, its peer's requests
+    waiting for the idle timeout (5 timed out at 20 s in the soak run); now it is closed after
+    STUCK_AFTER seconds with INTERNAL_ERROR, and the peer is told (qh3_io, 5.)."""
+    client, server, _ = established(dev_cert)
+    failing_builds(server, lambda: server._core.state == "connected")
+    now = time.time()
+    assert server.datagrams_to_send(now=now) == []
+    assert server.datagrams_to_send(now=now + qh3_io.STUCK_AFTER / 2) == []
+    assert server._core.state == "connected", "a short failure is waited out"
+    sent = server.datagrams_to_send(now=now + qh3_io.STUCK_AFTER)
+    assert server._core.state == "closing"
+    assert len(sent) == 1, "the CONNECTION_CLOSE"
+    client.receive_datagram(sent[0][0], SERVER, now + qh3_io.STUCK_AFTER)
+    assert client._close_event is not None
+    assert client._close_event.error_code == QuicErrorCode.INTERNAL_ERROR
+    assert client._close_event.reason_phrase == "packet builder capacity exhausted"
