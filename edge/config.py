@@ -342,8 +342,6 @@ class Config:
                 raise ConfigError("acme_domain obtains the certificate: leave out --cert/--key, --dev-cert")
             if not (self.tls_listen or self.quic_listen):
                 raise ConfigError("acme_domain needs a TLS or QUIC listener (tls_listen, quic_listen)")
-            if self.workers > 1:
-                raise ConfigError("acme_domain runs with one worker (workers = 1) for now")
             if self.tls_front != "own":
                 raise ConfigError("acme_domain needs tls_front = own (Hypercorn cannot swap certificates)")
             if urlsplit(self.acme_directory).scheme not in ("https", "http"):

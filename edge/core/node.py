@@ -123,8 +123,8 @@ class EdgeCore:
         self.requests = RequestLog()
         """Counters of answered requests and the access log (``edge.core.observe``)."""
         self.challenges = Challenges()
-        """ACME HTTP-01 tokens being validated (``edge.core.challenges``); empty but while an
-        order of ``edge.wiring.acme`` is under way."""
+        """ACME HTTP-01 tokens being validated (``edge.core.challenges``); inactive but while an
+        order of ``edge.wiring.acme`` is under way (or, in a worker of several, while ACME is on)."""
 
     # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
@@ -192,7 +192,7 @@ class EdgeCore:
         return True
 
     async def _answer(self, req: Request, sink: ResponseSink) -> None:
-        if self.challenges.tokens and await self.challenges.answer(req, sink, self.clock()):
+        if self.challenges.active and await self.challenges.answer(req, sink, self.clock()):
             return
         if b"cdn-loop" in req.fields and self._looped(req):
             await self.responder.send_loop_detected(sink, req)

@@ -25,7 +25,11 @@ Guarantees:
 - renewal starts at two thirds of the certificate's lifetime; a failed order is logged on
   stderr with the CA's reason and retried after ``acme_retry`` seconds, doubling up to an
   hour, while the certificate in hand (or the temporary one) keeps serving;
-- a new certificate replaces the old one only once it is on disk and loads.
+- a new certificate replaces the old one only once it is on disk and loads;
+- with ``--workers N`` the first worker orders (one order per node, not per worker) and
+  writes each token into the node's private run directory, where the other workers answer
+  it too (``Challenges.share``); they look at the certificate file every
+  ``FOLLOW_EVERY`` seconds and load a new one the same way (``follow_certificate``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +58,7 @@ from edge.config import Config, acme_domains
 from edge.core import EdgeCore
 from edge.wiring.devcert import default_cert_dir, ensure_dev_cert
 
-__all__ = ["AcmeManager", "AcmePaths", "current_certificate", "order_certificate"]
+__all__ = ["AcmeManager", "AcmePaths", "current_certificate", "follow_certificate", "order_certificate"]
 
 RENEW_AT = 2 / 3
 """Renewal starts at this fraction of a certificate's lifetime (Let's Encrypt's advice)."""
@@ -64,6 +68,8 @@ ORDER_TIMEOUT = 90.0
 """Seconds an order may take to validate and be issued before it counts as failed."""
 LONGEST_SLEEP = 3600.0
 """The renewal loop wakes at least this often to look at the certificate again."""
+FOLLOW_EVERY = 2.0
+"""Seconds between two looks at the certificate file by the workers that do not order."""
 
 T = TypeVar("T")
 
@@ -154,6 +160,17 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+@contextlib.contextmanager
+def _locked(ca: Path) -> Iterator[None]:
+    """The CA directory's lock (``.lock``, 0600): one writer of its files at a time."""
+    fd = os.open(ca / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Atomically, mode 0600."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -221,10 +238,10 @@ def order_certificate(
     from acme import challenges as acme_challenges
     from acme import client, crypto_util, errors, messages
 
+    _private_dir(paths.ca.parent)
     _private_dir(paths.ca)
     _private_dir(paths.cert.parent)
-    with open(paths.ca / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(paths.ca):
         account_key = _account_key(paths.account_key)
     verify: Any = config.acme_ca_bundle or True  # requests takes a CA bundle path as `verify`
     jwk = jose.JWKRSA(key=account_key)  # type: ignore[attr-defined]
@@ -268,8 +285,7 @@ def order_certificate(
         for token in tokens:
             withdraw(token)
     chain = order.fullchain_pem.encode()
-    with open(paths.ca / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(paths.ca):
         _write_private(paths.key, key_pem)
         _write_private(paths.cert, chain)
     issued = read_issued(paths.cert)
@@ -309,11 +325,19 @@ def _utc(epoch: float) -> str:
 class AcmeManager:
     """One worker's certificate: ordered when missing, renewed when due, hot-swapped."""
 
-    def __init__(self, config: Config, core: EdgeCore, install: Callable[[str, str], None]) -> None:
-        """``install(cert, key)`` loads a chain into the running TLS and QUIC listeners."""
+    def __init__(
+        self,
+        config: Config,
+        core: EdgeCore,
+        install: Callable[[str, str], None],
+        shared: Path | None = None,
+    ) -> None:
+        """``install(cert, key)`` loads a chain into the running TLS and QUIC listeners;
+        ``shared``: the directory the node's other workers read challenge tokens from."""
         self.config = config
         self.core = core
         self.install = install
+        self.shared = shared
         self.paths = AcmePaths.of(config)
         self.issued = 0
         """Certificates this node obtained since it started."""
@@ -385,12 +409,50 @@ class AcmeManager:
             loop.call_soon_threadsafe(call)
             done.result(timeout=10)
 
-        return order_certificate(
-            self.config,
-            self.paths,
-            lambda token, auth: on_loop(lambda: challenges.add(token, auth)),
-            lambda token: on_loop(lambda: challenges.remove(token)),
-        )
+        shared = self.shared
+
+        def publish(token: str, key_authorization: str) -> None:
+            if shared is not None:
+                _private_dir(shared)
+                _write_private(shared / token, key_authorization.encode())
+            on_loop(lambda: challenges.add(token, key_authorization))
+
+        def withdraw(token: str) -> None:
+            on_loop(lambda: challenges.remove(token))
+            if shared is not None:
+                with contextlib.suppress(OSError):
+                    (shared / token).unlink()
+
+        return order_certificate(self.config, self.paths, publish, withdraw)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+async def follow_certificate(
+    config: Config, install: Callable[[str, str], None], stop: asyncio.Event, worker: int
+) -> None:
+    """A worker that does not order: load each new certificate the first worker writes."""
+    paths = AcmePaths.of(config)
+    seen = _stamp(paths.cert)  # what this worker started with (or nothing yet)
+    while not await _wait(stop, FOLLOW_EVERY):
+        stamp = _stamp(paths.cert)
+        if stamp is None or stamp == seen:
+            continue
+        issued = read_issued(paths.cert)
+        if issued is None or not issued.serves(paths.names, time.time()):
+            continue
+        try:
+            install(str(paths.cert), str(paths.key))
+        except (OSError, ValueError):  # caught between the key's write and the chain's: next look
+            continue
+        seen = stamp
+        _say(f"worker {worker}: serving the new certificate (serial {issued.serial:x}) on new connections")
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

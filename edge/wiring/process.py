@@ -176,11 +176,19 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reloader)
     tasks: list[asyncio.Task[None]] = []
     if secure is not None and config.acme_domain:
-        from edge.wiring.acme import AcmeManager
+        from edge.wiring.acme import AcmeManager, follow_certificate
         from edge.wiring.reload import install_chain
 
-        acme = AcmeManager(config, core, lambda cert, key: install_chain(tls_ctx, quic, cert, key))
-        tasks.append(loop.create_task(acme.run(stop)))
+        def install(cert: str, key: str) -> None:
+            install_chain(tls_ctx, quic, cert, key)
+
+        shared = place.run_dir / "acme-challenges" if place is not None else None
+        if place is None or place.index == 0:  # one order per node: the first worker's
+            tasks.append(loop.create_task(AcmeManager(config, core, install, shared).run(stop)))
+        else:
+            assert shared is not None
+            core.challenges.share(shared)
+            tasks.append(loop.create_task(follow_certificate(config, install, stop, place.index)))
     inner: asyncio.Server | None = None
     listener = quic
 

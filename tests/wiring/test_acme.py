@@ -254,3 +254,22 @@ def test_acme_failed_challenge_keeps_the_old_certificate_and_says_why(
         assert served(tls).serial_number != old.serial_number
     finally:
         node.stop()
+
+
+def test_acme_with_two_workers_orders_once_and_every_worker_serves_the_certificate(
+    pebble: Callable[[int, int], Pebble], site: int, tmp_path: Path, state: Path
+) -> None:
+    """The first worker orders; the CA's validation requests reach either worker (SO_REUSEPORT
+    spreads connections by source port) and both answer the token; both load the certificate."""
+    http, tls = free_port(), free_port()
+    ca = pebble(http, 3600)
+    node = start_edge(tmp_path, site, http, tls, ca, "--workers", "2")
+    try:
+        issued = node.said("certificate for edge-acme.test issued", timeout=40)
+        serial = issued.split("serial ")[1].split(",")[0]
+        node.said("worker 1: serving the new certificate", timeout=20)
+        for _ in range(20):  # new connections from new source ports land on both workers
+            assert f"{served(tls).serial_number:x}" == serial
+    finally:
+        node.stop()
+    assert "ordering a certificate" not in "\n".join(list(node.lines.queue))  # one order only
