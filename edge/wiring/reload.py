@@ -49,7 +49,10 @@ def configure_logging(level: str) -> None:
 
 
 def _say(message: str) -> None:
-    print(f"edge: {message}", file=sys.stderr, flush=True)
+    """One line on stderr in one write: the workers of a node share it, and a line written
+    in pieces (print writes the text and the newline apart) can interleave with another's."""
+    sys.stderr.flush()
+    os.write(2, f"edge: {message}\n".encode())
 
 
 def install_chain(tls_context: ssl.SSLContext | None, quic: Any, cert: str, key: str) -> None:

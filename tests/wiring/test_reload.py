@@ -38,20 +38,24 @@ class Node:
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        """Every stderr line so far (for failure messages)."""
         threading.Thread(target=self._read, daemon=True).start()
         wait_port(port, self.proc)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.put(line.decode(errors="replace").rstrip("\n"))
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.seen.append(line)
+            self.lines.put(line)
 
     def said(self, fragment: str, timeout: float = 20.0) -> str:
         """The next stderr line containing ``fragment`` (earlier other lines are skipped)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            assert left > 0, f"the node did not say {fragment!r} within {timeout:g} s"
+            assert left > 0, f"the node did not say {fragment!r} within {timeout:g} s: {self.seen[-20:]}"
             try:
                 line = self.lines.get(timeout=left)
             except queue.Empty:
