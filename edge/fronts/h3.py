@@ -484,6 +484,11 @@ class QuicListener:
     configuration: Any = None
     """The QuicConfiguration every new connection starts from (certificate reload)."""
 
+    def stop_accepting(self) -> None:
+        """A graceful shutdown: no new connection from now on; open ones are served on."""
+        for server in self.servers:
+            server.draining = True
+
     def load_cert_chain(self, cert: str, key: str) -> None:
         """Use ``cert``/``key`` for connections from now on (open ones keep theirs)."""
         self.configuration.load_cert_chain(cert, key)

@@ -121,6 +121,9 @@ def guarded_server_class(base: type, limits: HalfOpenLimits | None = None) -> ty
             self._tokens: Any = self._retry
             self._retry: Any = None
             self.half_open = HalfOpen(limits or HalfOpenLimits())
+            self.draining = False
+            """Set by a graceful shutdown: Initials of new connections are dropped (the
+            client goes to another node), open connections are served on."""
 
         def datagram_received(self, data: bytes, addr: Any) -> None:
             if len(data) < 1200 or not data[0] & 0x80:  # no Initial that could open a connection
@@ -129,6 +132,8 @@ def guarded_server_class(base: type, limits: HalfOpenLimits | None = None) -> ty
             header = initial_header(data)
             if header is None or header[0] in self._protocols:
                 super().datagram_received(data, addr)
+                return
+            if self.draining:
                 return
             dcid, token = header
             ours = len(token) == _TOKEN_SIZE  # a Retry token of ours (no NEW_TOKEN is issued)

@@ -238,6 +238,8 @@ async def serve(
         if secure is not None:
             print(secure_banner(config, secure), flush=True)
     await stop.wait()
+    if quic is not None:
+        quic.stop_accepting()
     await drain(core, server, inner, config.shutdown_grace)
     done.set()
     if quic is not None:

@@ -162,3 +162,67 @@ def test_sigterm_closes_the_tls_listener_first_and_a_tls_download_finishes(tmp_p
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def test_sigterm_refuses_new_http3_connections_and_serves_open_ones(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from edge.wiring.devcert import ensure_dev_cert
+    from tests.support.h3client import h3_client
+
+    cert = ensure_dev_cert(tmp_path / "cert")
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    (tmp_path / "small.txt").write_bytes(b"small\n")
+    origin_port, port, tls, admin = free_port(), free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "origin", "serve", "--root", str(tmp_path), "--listen", f"127.0.0.1:{origin_port}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+    try:
+        wait_port(origin_port, procs[0])
+        edge = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", "--shutdown-grace", "30",
+             "--cert", str(cert.cert), "--key", str(cert.key), "--tls-listen", f"127.0.0.1:{tls}",
+             "--access-log", "off"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(edge)
+        wait_port(tls, edge)
+        # A download held in flight (nothing read) keeps the node draining while HTTP/3 is tried.
+        client = socket.create_connection(("127.0.0.1", port), timeout=20)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: cdn.test\r\n\r\n")
+        assert client.recv(65536).startswith(b"HTTP/1.1 200")
+
+        async def scenario() -> tuple[int, bool, int]:
+            async with h3_client("127.0.0.1", tls, str(cert.ca)) as open_one:
+                before = (await open_one.request("/small.txt")).status
+                edge.send_signal(signal.SIGTERM)
+                async with httpx.AsyncClient() as http:
+                    while (await http.get(f"http://127.0.0.1:{admin}/readyz")).status_code != 503:
+                        await asyncio.sleep(0.02)
+                try:
+                    async with asyncio.timeout(2), h3_client("127.0.0.1", tls, str(cert.ca)) as new_one:
+                        await new_one.request("/small.txt")
+                    refused = False
+                except (TimeoutError, ConnectionError):
+                    refused = True
+                after = (await asyncio.wait_for(open_one.request("/small.txt"), 10)).status
+            return before, refused, after
+
+        before, refused, after = asyncio.run(scenario())
+        assert before == 200
+        assert refused, "a new HTTP/3 connection was accepted during the drain"
+        assert after == 200, "an HTTP/3 connection opened before the drain was not served"
+        client.close()
+        assert edge.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
