@@ -92,13 +92,31 @@ typedef struct {
     uint32_t prev;      /* towards the LRU end */
     uint32_t next;      /* towards the MRU end; free-list link for free nodes */
     uint32_t tag;       /* same tag as the node's slot, to find it again */
-    uint32_t unused;
+    uint32_t meta;      /* S3FIFO: frequency (FREQ_MASK) and IN_MAIN; 0 in an LRU */
 } Node;
 
 typedef struct {
     uint32_t tag;
     uint32_t idx;       /* 0: empty */
 } Slot;
+
+/* S3FIFO's ghost: keys evicted from the small queue, remembered by tag only. */
+typedef struct {
+    uint32_t tag;
+    uint32_t unused;
+    Py_ssize_t charge;
+} GEntry;
+
+typedef struct {
+    uint32_t tag;
+    uint32_t count;     /* 0: empty */
+} GSlot;
+
+#define POLICY_LRU 0
+#define POLICY_S3FIFO 1
+#define FREQ_MASK 3u
+#define IN_MAIN 4u
+#define MAIN_SENTINEL 1u
 
 typedef struct {
     PyObject_HEAD
@@ -119,6 +137,18 @@ typedef struct {
     Py_ssize_t evictions;
     uint64_t version;
     PyObject *on_evict;
+    /* S3FIFO only (policy == POLICY_S3FIFO); an LRU leaves them 0/NULL. */
+    int policy;
+    Py_ssize_t small_total;  /* charge of the nodes in the small queue */
+    GEntry *gring;           /* ghost FIFO: ring of (tag, charge), oldest at ghead */
+    GSlot *gslots;           /* ghost set: tag -> number of ring entries with it */
+    uint32_t gcap;           /* ring size (power of two), 0 = none */
+    uint32_t ghead;
+    uint32_t gcount;         /* ring entries */
+    uint32_t gdistinct;      /* occupied gslots */
+    uint32_t gmask;          /* gslots size - 1 */
+    uint32_t gshift;
+    Py_ssize_t gtotal;       /* sum of the ring entries' charges */
 } LRUObject;
 
 typedef struct {
@@ -126,11 +156,13 @@ typedef struct {
     LRUObject *store;    /* NULL once exhausted */
     uint64_t version;
     uint32_t next;
+    uint32_t in_main;    /* S3FIFO: walking the main queue (after the small one) */
 } LRUIterObject;
 
 typedef struct {
     PyObject *lru_type;
     PyObject *iter_type;
+    PyObject *s3_type;
 } ModuleState;
 
 /* The table every empty store points at: one empty slot, never written. */
@@ -358,8 +390,13 @@ nodes_reserve(LRUObject *self)
         return -1;
     }
     if (self->nalloc == 0) {
-        memset(&nodes[0], 0, sizeof(Node));  /* the sentinel */
+        memset(&nodes[0], 0, sizeof(Node));  /* the sentinel (S3FIFO: of the small queue) */
         self->hwm = 1;
+        if (self->policy == POLICY_S3FIFO) {
+            memset(&nodes[MAIN_SENTINEL], 0, sizeof(Node));  /* the main queue's */
+            nodes[MAIN_SENTINEL].prev = nodes[MAIN_SENTINEL].next = MAIN_SENTINEL;
+            self->hwm = 2;
+        }
     }
     self->nodes = nodes;
     self->nalloc = (uint32_t)n;
@@ -476,6 +513,183 @@ evict_into(LRUObject *self, PyObject *pairs, Py_ssize_t c)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* S3FIFO's ghost: a bounded FIFO of the tags of keys evicted from the */
+/* small queue, with a counted set for membership.  Raw memory only:   */
+/* runs no Python code; an allocation failure just forgets the key.    */
+
+static inline Py_ssize_t
+s3_small_target(LRUObject *self)
+{
+    return self->capacity / 10;
+}
+
+static inline Py_ssize_t
+ghost_limit_bytes(LRUObject *self)
+{
+    return self->capacity - self->capacity / 10;
+}
+
+static inline Py_ssize_t
+ghost_limit_count(LRUObject *self)
+{
+    return self->capacity / 1024 + 64;
+}
+
+static Py_ssize_t
+ghost_find(LRUObject *self, uint32_t tag)
+{
+    if (self->gslots == NULL) {
+        return -1;
+    }
+    uint32_t i = home_slot(tag, self->gshift);
+    while (self->gslots[i].count != 0) {
+        if (self->gslots[i].tag == tag) {
+            return i;
+        }
+        i = (i + 1) & self->gmask;
+    }
+    return -1;
+}
+
+static void
+ghost_delete_at(LRUObject *self, uint32_t i)
+{
+    GSlot *slots = self->gslots;
+    uint32_t mask = self->gmask;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (slots[j].count == 0) {
+            break;
+        }
+        uint32_t k = home_slot(slots[j].tag, self->gshift);
+        if (((j - k) & mask) >= ((j - i) & mask)) {
+            slots[i] = slots[j];
+            i = j;
+        }
+    }
+    slots[i].count = 0;
+    slots[i].tag = 0;
+}
+
+static void
+ghost_pop_front(LRUObject *self)
+{
+    GEntry e = self->gring[self->ghead];
+    self->ghead = (self->ghead + 1) & (self->gcap - 1);
+    self->gcount--;
+    self->gtotal -= e.charge;
+    Py_ssize_t i = ghost_find(self, e.tag);
+    if (i >= 0 && --self->gslots[i].count == 0) {
+        ghost_delete_at(self, (uint32_t)i);
+        self->gdistinct--;
+    }
+}
+
+static void
+ghost_trim(LRUObject *self)
+{
+    Py_ssize_t lb = ghost_limit_bytes(self), lc = ghost_limit_count(self);
+    while (self->gcount > 0 && (self->gtotal > lb || (Py_ssize_t)self->gcount > lc)) {
+        ghost_pop_front(self);
+    }
+}
+
+static void
+ghost_free(LRUObject *self)
+{
+    PyMem_Free(self->gring);
+    PyMem_Free(self->gslots);
+    self->gring = NULL;
+    self->gslots = NULL;
+    self->gcap = self->ghead = self->gcount = self->gdistinct = 0;
+    self->gmask = 0;
+    self->gshift = 32;
+    self->gtotal = 0;
+}
+
+static int
+ghost_reserve(LRUObject *self)
+{
+    if (self->gcount == self->gcap) {
+        uint64_t n = self->gcap ? (uint64_t)self->gcap * 2 : 16;
+        if (n > ((uint64_t)1 << 31)) {
+            return -1;
+        }
+        GEntry *ring = PyMem_Malloc((size_t)n * sizeof(GEntry));
+        if (ring == NULL) {
+            return -1;
+        }
+        for (uint32_t j = 0; j < self->gcount; j++) {
+            ring[j] = self->gring[(self->ghead + j) & (self->gcap - 1)];
+        }
+        PyMem_Free(self->gring);
+        self->gring = ring;
+        self->gcap = (uint32_t)n;
+        self->ghead = 0;
+    }
+    uint64_t size = self->gslots ? (uint64_t)self->gmask + 1 : 0;
+    if (((uint64_t)self->gdistinct + 1) * 3 > size * 2) {
+        unsigned log2 = MIN_TABLE_LOG2;
+        while (((uint64_t)1 << log2) * 2 < ((uint64_t)self->gdistinct + 1) * 3) {
+            log2++;
+        }
+        if (log2 > MAX_TABLE_LOG2) {
+            return -1;
+        }
+        uint64_t nsize = (uint64_t)1 << log2;
+        GSlot *ns = PyMem_Calloc((size_t)nsize, sizeof(GSlot));
+        if (ns == NULL) {
+            return -1;
+        }
+        uint32_t nmask = (uint32_t)(nsize - 1), nshift = 32 - log2;
+        for (uint64_t o = 0; o < size; o++) {
+            GSlot s = self->gslots[o];
+            if (s.count != 0) {
+                uint32_t i = home_slot(s.tag, nshift);
+                while (ns[i].count != 0) {
+                    i = (i + 1) & nmask;
+                }
+                ns[i] = s;
+            }
+        }
+        PyMem_Free(self->gslots);
+        self->gslots = ns;
+        self->gmask = nmask;
+        self->gshift = nshift;
+    }
+    return 0;
+}
+
+static void
+ghost_add(LRUObject *self, uint32_t tag, Py_ssize_t charge)
+{
+    if (ghost_reserve(self) < 0) {
+        return;  /* out of memory: the key is simply not remembered */
+    }
+    GEntry *e = &self->gring[(self->ghead + self->gcount) & (self->gcap - 1)];
+    e->tag = tag;
+    e->unused = 0;
+    e->charge = charge;
+    self->gcount++;
+    self->gtotal += charge;
+    Py_ssize_t i = ghost_find(self, tag);
+    if (i >= 0) {
+        self->gslots[i].count++;
+    }
+    else {
+        uint32_t j = home_slot(tag, self->gshift);
+        while (self->gslots[j].count != 0) {
+            j = (j + 1) & self->gmask;
+        }
+        self->gslots[j].tag = tag;
+        self->gslots[j].count = 1;
+        self->gdistinct++;
+    }
+    ghost_trim(self);
+}
+
 /* Detach everything: the store becomes empty without allocating.  The
    returned array (or NULL) holds the references still to release with
    release_nodes(). */
@@ -496,6 +710,8 @@ detach_all(LRUObject *self, uint32_t *hwm)
     self->free_head = 0;
     self->used = 0;
     self->total = 0;
+    self->small_total = 0;
+    ghost_free(self);
     self->version++;
     return nodes;
 }
@@ -803,6 +1019,9 @@ LRU_pop(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     list_unlink(self->nodes, i);
     self->used--;
     self->total -= self->nodes[i].charge;
+    if (self->policy == POLICY_S3FIFO && !(self->nodes[i].meta & IN_MAIN)) {
+        self->small_total -= self->nodes[i].charge;
+    }
     node_free(self, i);
     self->version++;
     Py_DECREF(k);
@@ -840,6 +1059,9 @@ LRU_items_lru(LRUObject *self, PyObject *Py_UNUSED(ignored))
         }
         uint32_t i = n ? self->nodes[0].next : 0;
         for (Py_ssize_t j = 0; j < n; j++) {
+            if (i == 0) {
+                i = self->nodes[MAIN_SENTINEL].next;  /* S3FIFO: small done, then main */
+            }
             Node *nd = &self->nodes[i];
             PyObject *t = LIST_ITEM(pairs, j);
             Py_INCREF(nd->key);
@@ -876,6 +1098,10 @@ LRU_sizeof(LRUObject *self, PyObject *Py_UNUSED(ignored))
     if (self->slots != empty_slots) {
         n += ((size_t)self->tmask + 1) * sizeof(Slot);
     }
+    n += (size_t)self->gcap * sizeof(GEntry);
+    if (self->gslots != NULL) {
+        n += ((size_t)self->gmask + 1) * sizeof(GSlot);
+    }
     return PyLong_FromSize_t(n);
 }
 
@@ -903,15 +1129,26 @@ LRU_selfcheck(LRUObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     Node *nodes = self->nodes;
-    CHECK(self->hwm >= 1 && self->hwm <= self->nalloc, "bad high-water mark");
-    /* list */
-    Py_ssize_t count = 0, total = 0;
-    uint32_t prev = 0, i = nodes[0].next;
-    while (i != 0) {
-        CHECK(i < self->hwm, "list index out of range");
+    int s3 = self->policy == POLICY_S3FIFO;
+    uint32_t nsentinels = s3 ? 2 : 1;
+    CHECK(self->hwm >= nsentinels && self->hwm <= self->nalloc, "bad high-water mark");
+    /* list(s): an LRU's one, or S3FIFO's small queue (sentinel 0) then main */
+    Py_ssize_t count = 0, total = 0, small_total = 0;
+    for (uint32_t q = 0; q < nsentinels; q++) {
+    CHECK(nodes[q].key == NULL, "sentinel holds a key");
+    uint32_t prev = q, i = nodes[q].next;
+    while (i != q) {
+        CHECK(i >= nsentinels && i < self->hwm, "list index out of range");
         CHECK(nodes[i].key != NULL && nodes[i].value != NULL, "free node in list");
         CHECK(nodes[i].prev == prev, "broken prev link");
         CHECK(nodes[i].charge >= 0, "negative charge");
+        if (s3) {
+            CHECK((nodes[i].meta & ~(FREQ_MASK | IN_MAIN)) == 0, "bad node meta");
+            CHECK(((nodes[i].meta & IN_MAIN) != 0) == (q == MAIN_SENTINEL), "node in the wrong queue");
+            if (q == 0) {
+                small_total += nodes[i].charge;
+            }
+        }
         count++;
         total += nodes[i].charge;
         CHECK(count <= self->used, "list longer than len()");
@@ -927,8 +1164,34 @@ LRU_selfcheck(LRUObject *self, PyObject *Py_UNUSED(ignored))
         prev = i;
         i = nodes[i].next;
     }
-    CHECK(nodes[0].prev == prev, "sentinel prev is not the MRU node");
+    CHECK(nodes[q].prev == prev, "sentinel prev is not the last node");
+    }
     CHECK(count == self->used, "list shorter than len()");
+    if (s3) {
+        CHECK(small_total == self->small_total, "small_total differs from the small queue");
+        /* the ghost */
+        CHECK(self->gcount <= self->gcap, "ghost ring overfull");
+        CHECK(self->gcount == 0 || (self->gtotal <= ghost_limit_bytes(self) &&
+                                    (Py_ssize_t)self->gcount <= ghost_limit_count(self)),
+              "ghost over its bounds");
+        Py_ssize_t gt = 0;
+        for (uint32_t j = 0; j < self->gcount; j++) {
+            GEntry e = self->gring[(self->ghead + j) & (self->gcap - 1)];
+            gt += e.charge;
+            CHECK(ghost_find(self, e.tag) >= 0, "ghost entry missing from the ghost set");
+        }
+        CHECK(gt == self->gtotal, "ghost total differs from its entries");
+        uint64_t counted = 0, distinct = 0;
+        if (self->gslots != NULL) {
+            for (uint64_t j = 0; j <= self->gmask; j++) {
+                if (self->gslots[j].count) {
+                    counted += self->gslots[j].count;
+                    distinct++;
+                }
+            }
+        }
+        CHECK(counted == self->gcount && distinct == self->gdistinct, "ghost set counts differ");
+    }
     CHECK(total == self->total, "total_charge differs from the sum of charges");
     /* table */
     Py_ssize_t occupied = 0;
@@ -944,12 +1207,360 @@ LRU_selfcheck(LRUObject *self, PyObject *Py_UNUSED(ignored))
     /* free list */
     Py_ssize_t nfree = 0;
     for (uint32_t f = self->free_head; f != 0; f = nodes[f].next) {
-        CHECK(f < self->hwm, "free index out of range");
+        CHECK(f >= nsentinels && f < self->hwm, "free index out of range");
         CHECK(nodes[f].key == NULL, "live node in free list");
         CHECK(++nfree < (Py_ssize_t)self->hwm, "free list cycle");
     }
-    CHECK(nfree + self->used + 1 == (Py_ssize_t)self->hwm, "nodes leaked from the free list");
+    CHECK(nfree + self->used + (Py_ssize_t)nsentinels == (Py_ssize_t)self->hwm,
+          "nodes leaked from the free list");
     Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* S3FIFO methods                                                       */
+/*                                                                      */
+/* Two FIFO queues through the same node array: small (sentinel 0) and */
+/* main (sentinel MAIN_SENTINEL), plus the ghost above.  A hit only     */
+/* raises the node's frequency (0..3); eviction walks the queues:      */
+/* while the small queue holds more than capacity/10 bytes (or main is */
+/* empty) its oldest node goes to main if it was hit, else out (its    */
+/* tag to the ghost); otherwise main's oldest is reinserted at main's  */
+/* tail with frequency - 1 if it was hit, else out.  A new key whose   */
+/* tag is in the ghost starts in main.                                  */
+
+/* The evicted references of one call, held until the store is
+   consistent again. */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t n;
+    Py_ssize_t cap;
+    PyObject *local[32];
+} Pending;
+
+static void
+pending_init(Pending *p)
+{
+    p->items = p->local;
+    p->n = 0;
+    p->cap = 32;
+}
+
+static int
+pending_reserve(Pending *p)
+{
+    if (p->n + 2 <= p->cap) {
+        return 0;
+    }
+    Py_ssize_t ncap = p->cap * 2;
+    PyObject **items;
+    if (p->items == p->local) {
+        items = PyMem_Malloc((size_t)ncap * sizeof(PyObject *));
+        if (items != NULL) {
+            memcpy(items, p->local, (size_t)p->n * sizeof(PyObject *));
+        }
+    }
+    else {
+        items = PyMem_Realloc(p->items, (size_t)ncap * sizeof(PyObject *));
+    }
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->items = items;
+    p->cap = ncap;
+    return 0;
+}
+
+/* Drop the held references (may run Python code: the store must be
+   consistent). */
+static void
+pending_release(Pending *p)
+{
+    for (Py_ssize_t j = 0; j < p->n; j++) {
+        Py_DECREF(p->items[j]);
+    }
+    p->n = 0;
+    if (p->items != p->local) {
+        PyMem_Free(p->items);
+        p->items = p->local;
+    }
+}
+
+/* The held pairs as a list of (key, value) tuples; NULL on failure
+   (the pairs are then dropped). */
+static PyObject *
+pending_to_list(Pending *p)
+{
+    PyObject *list = alloc_pairs(p->n / 2);
+    if (list == NULL) {
+        pending_release(p);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < p->n / 2; j++) {
+        PyObject *t = LIST_ITEM(list, j);
+        TUPLE_SET(t, 0, p->items[2 * j]);
+        TUPLE_SET(t, 1, p->items[2 * j + 1]);
+    }
+    p->n = 0;
+    pending_release(p);
+    return list;
+}
+
+static inline void
+list_push(Node *nodes, uint32_t sentinel, uint32_t i)
+{
+    uint32_t last = nodes[sentinel].prev;
+    nodes[i].prev = last;
+    nodes[i].next = sentinel;
+    nodes[last].next = i;
+    nodes[sentinel].prev = i;
+}
+
+/* One step of eviction.  Returns the index of a node taken out of table
+   and queues (its references still in it), or 0 when a node only moved.
+   Requires at least one node. */
+static uint32_t
+s3_step(LRUObject *self)
+{
+    Node *nodes = self->nodes;
+    uint32_t i;
+    if (self->small_total > s3_small_target(self) || nodes[MAIN_SENTINEL].next == MAIN_SENTINEL) {
+        i = nodes[0].next;
+        Node *n = &nodes[i];
+        list_unlink(nodes, i);
+        self->small_total -= n->charge;
+        if (n->meta & FREQ_MASK) {
+            n->meta = IN_MAIN;  /* hit while in small: to main, frequency 0 */
+            list_push(nodes, MAIN_SENTINEL, i);
+            return 0;
+        }
+        table_remove_node(self, i);
+        self->used--;
+        self->total -= n->charge;
+        ghost_add(self, n->tag, n->charge);
+        return i;
+    }
+    i = nodes[MAIN_SENTINEL].next;
+    Node *n = &nodes[i];
+    list_unlink(nodes, i);
+    if (n->meta & FREQ_MASK) {
+        n->meta--;  /* reinsert with one hit fewer */
+        list_push(nodes, MAIN_SENTINEL, i);
+        return 0;
+    }
+    table_remove_node(self, i);
+    self->used--;
+    self->total -= n->charge;
+    return i;
+}
+
+/* Evict until total <= limit, the pairs into p.  Runs no Python code;
+   -1 (MemoryError) leaves the store consistent with fewer entries. */
+static int
+s3_make_room(LRUObject *self, Py_ssize_t limit, Pending *p)
+{
+    int rc = 0;
+    int changed = 0;
+    while (self->total > limit) {
+        if (pending_reserve(p) < 0) {
+            rc = -1;
+            break;
+        }
+        changed = 1;
+        uint32_t i = s3_step(self);
+        if (i != 0) {
+            Node *n = &self->nodes[i];
+            p->items[p->n++] = n->key;
+            p->items[p->n++] = n->value;
+            node_free(self, i);
+            self->evictions++;
+        }
+    }
+    if (changed) {
+        self->version++;
+    }
+    return rc;
+}
+
+static PyObject *
+S3_get(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    if (LIKELY(nargs == 1 && kwnames == NULL)) {
+        a[0] = args[0];
+        a[1] = NULL;
+    }
+    else if (parse_args("get", args, nargs, kwnames, key_default_names, 1, 2, a) < 0) {
+        return NULL;
+    }
+    PyObject *key = a[0];
+    Py_hash_t h = key_hash(key);
+    if (UNLIKELY(h == -1)) {
+        return NULL;
+    }
+    uint32_t pos;
+    Py_ssize_t idx = lookup(self, key, hash_tag(h), &pos);
+    if (idx > 0) {
+        Node *n = &self->nodes[idx];
+        self->hits++;
+        self->version++;
+        if ((n->meta & FREQ_MASK) != FREQ_MASK) {
+            n->meta++;
+        }
+        PyObject *v = n->value;
+        Py_INCREF(v);
+        return v;
+    }
+    if (idx < 0) {
+        return NULL;
+    }
+    self->misses++;
+    PyObject *d = a[1] ? a[1] : Py_None;
+    Py_INCREF(d);
+    return d;
+}
+
+PyDoc_STRVAR(s3_get_doc,
+"get(key, default=None)\n--\n\n"
+"Return the value for key and count a hit (the key's frequency rises, up\n"
+"to 3; nothing moves), or return default (counts a miss).");
+
+PyDoc_STRVAR(s3_put_doc,
+"put(key, value, charge)\n--\n\n"
+"Insert or replace key with value, charged `charge` bytes.  First evicts\n"
+"(S3-FIFO) until the new charge fits, then stores the key at the tail of\n"
+"the small queue (of the main queue when its tag is in the ghost); a\n"
+"replaced key keeps its queue, goes to its tail and counts as a hit.\n"
+"Return the evicted (key, value) pairs in eviction order.  A charge above\n"
+"capacity (or below 0) raises ValueError and leaves the store unchanged.");
+
+static PyObject *
+S3_put(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3];
+    if (LIKELY(nargs == 3 && kwnames == NULL)) {
+        a[0] = args[0];
+        a[1] = args[1];
+        a[2] = args[2];
+    }
+    else if (parse_args("put", args, nargs, kwnames, put_names, 3, 3, a) < 0) {
+        return NULL;
+    }
+    PyObject *key = a[0], *value = a[1];
+    Py_ssize_t charge = PyLong_CheckExact(a[2]) ? PyLong_AsSsize_t(a[2])
+                                                : PyNumber_AsSsize_t(a[2], PyExc_OverflowError);
+    if (charge == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (check_charge(self, charge) < 0) {
+        return NULL;
+    }
+    Py_hash_t h = key_hash(key);
+    if (h == -1) {
+        return NULL;
+    }
+    uint32_t tag = hash_tag(h);
+    uint32_t pos;
+    Py_ssize_t idx = lookup(self, key, tag, &pos);
+    if (idx < 0) {
+        return NULL;
+    }
+    /* Re-check: __hash__/__eq__ may have changed the capacity. */
+    if (check_charge(self, charge) < 0) {
+        return NULL;
+    }
+    /* Raw memory only from here until the store is consistent again. */
+    if (nodes_reserve(self) < 0 || table_reserve(self) < 0) {
+        return NULL;
+    }
+    PyObject *oldk = NULL, *oldv = NULL;
+    uint32_t meta;
+    if (idx > 0) {
+        uint32_t i = (uint32_t)idx;
+        Node *n = &self->nodes[i];
+        oldk = n->key;
+        oldv = n->value;
+        meta = n->meta;
+        if ((meta & FREQ_MASK) != FREQ_MASK) {
+            meta++;
+        }
+        table_remove_node(self, i);
+        list_unlink(self->nodes, i);
+        if (!(n->meta & IN_MAIN)) {
+            self->small_total -= n->charge;
+        }
+        self->used--;
+        self->total -= n->charge;
+        node_free(self, i);
+    }
+    else {
+        meta = ghost_find(self, tag) >= 0 ? IN_MAIN : 0;
+    }
+    Pending p;
+    pending_init(&p);
+    if (s3_make_room(self, self->capacity - charge, &p) < 0) {
+        /* Consistent, without the key: drop what left the store. */
+        Py_XDECREF(oldk);
+        Py_XDECREF(oldv);
+        pending_release(&p);
+        return NULL;
+    }
+    uint32_t i = node_alloc(self);
+    Node *n = &self->nodes[i];
+    if (oldk == NULL) {
+        Py_INCREF(key);
+        oldk = key;
+    }
+    Py_INCREF(value);
+    n->key = oldk;  /* a replacement keeps the stored key object, as LRU does */
+    n->value = value;
+    n->charge = charge;
+    n->tag = tag;
+    n->meta = meta;
+    pos = find_empty(self, tag);
+    self->slots[pos].tag = tag;
+    self->slots[pos].idx = i;
+    list_push(self->nodes, (meta & IN_MAIN) ? MAIN_SENTINEL : 0, i);
+    if (!(meta & IN_MAIN)) {
+        self->small_total += charge;
+    }
+    self->used++;
+    self->total += charge;
+    self->inserts++;
+    self->version++;
+    /* Consistent: Python code may run again. */
+    Py_XDECREF(oldv);
+    return pending_to_list(&p);
+}
+
+/* Shrink (or grow) an S3FIFO's capacity; pairs to on_evict. */
+static int
+s3_set_capacity(LRUObject *self, Py_ssize_t cap)
+{
+    Pending p;
+    pending_init(&p);
+    self->capacity = cap;
+    int rc = s3_make_room(self, cap, &p);
+    ghost_trim(self);
+    if (rc < 0) {
+        pending_release(&p);
+        return -1;
+    }
+    PyObject *cb = self->on_evict;
+    if (cb != NULL && cb != Py_None && p.n > 0) {
+        Py_INCREF(cb);
+        for (Py_ssize_t j = 0; j < p.n; j += 2) {
+            PyObject *r = PyObject_CallFunctionObjArgs(cb, p.items[j], p.items[j + 1], NULL);
+            if (r == NULL) {
+                rc = -1;  /* the remaining pairs are discarded */
+                break;
+            }
+            Py_DECREF(r);
+        }
+        Py_DECREF(cb);
+    }
+    pending_release(&p);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1005,6 +1616,9 @@ LRU_set_capacity(LRUObject *self, PyObject *value, void *Py_UNUSED(closure))
     if (cap < 0) {
         return -1;
     }
+    if (self->policy == POLICY_S3FIFO) {
+        return s3_set_capacity(self, cap);
+    }
     PyObject *pairs;
     for (;;) {
         Py_ssize_t c = count_evictions(self, self->total, cap, 0);
@@ -1059,7 +1673,8 @@ LRU_get_on_evict(LRUObject *self, void *Py_UNUSED(closure))
 static PyObject *
 LRU_repr(LRUObject *self)
 {
-    return PyUnicode_FromFormat("<edge._lru.LRU entries=%zd bytes=%zd capacity=%zd>", self->used,
+    return PyUnicode_FromFormat("<edge._lru.%s entries=%zd bytes=%zd capacity=%zd>",
+                                self->policy == POLICY_S3FIFO ? "S3FIFO" : "LRU", self->used,
                                 self->total, self->capacity);
 }
 
@@ -1067,11 +1682,13 @@ LRU_repr(LRUObject *self)
 /* lifecycle and GC                                                     */
 
 static PyObject *
-LRU_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+store_new(PyTypeObject *type, PyObject *args, PyObject *kwds, int policy)
 {
     static char *kwlist[] = {"capacity", "on_evict", NULL};
     PyObject *cap_obj, *on_evict = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:LRU", kwlist, &cap_obj, &on_evict)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds,
+                                     policy == POLICY_S3FIFO ? "O|O:S3FIFO" : "O|O:LRU", kwlist,
+                                     &cap_obj, &on_evict)) {
         return NULL;
     }
     Py_ssize_t cap = parse_capacity(cap_obj);
@@ -1092,9 +1709,23 @@ LRU_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->tshift = 32;
     self->nodes = NULL;
     self->capacity = cap;
+    self->policy = policy;
+    self->gshift = 32;
     Py_INCREF(on_evict);
     self->on_evict = on_evict;
     return (PyObject *)self;
+}
+
+static PyObject *
+LRU_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return store_new(type, args, kwds, POLICY_LRU);
+}
+
+static PyObject *
+S3_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return store_new(type, args, kwds, POLICY_S3FIFO);
 }
 
 static int
@@ -1154,6 +1785,7 @@ LRU_iter(LRUObject *self)
     it->store = self;
     it->version = self->version;
     it->next = self->used ? self->nodes[0].next : 0;
+    it->in_main = self->policy == POLICY_S3FIFO && self->used == 0;
     return (PyObject *)it;
 }
 
@@ -1169,6 +1801,15 @@ LRUIter_next(LRUIterObject *it)
         return NULL;
     }
     uint32_t i = it->next;
+    if (s->policy == POLICY_S3FIFO) {
+        if (i == 0 && !it->in_main) {  /* the small queue done: the main one */
+            it->in_main = 1;
+            i = s->nodes[MAIN_SENTINEL].next;
+        }
+        if (i == MAIN_SENTINEL && it->in_main) {
+            i = 0;
+        }
+    }
     if (i == 0) {
         it->store = NULL;
         Py_DECREF(s);
@@ -1272,6 +1913,51 @@ static PyType_Spec LRU_spec = {
     .slots = LRU_slots,
 };
 
+static PyMethodDef S3_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))S3_get, METH_FASTCALL | METH_KEYWORDS, s3_get_doc},
+    {"peek", (PyCFunction)(void (*)(void))LRU_peek, METH_FASTCALL | METH_KEYWORDS, peek_doc},
+    {"put", (PyCFunction)(void (*)(void))S3_put, METH_FASTCALL | METH_KEYWORDS, s3_put_doc},
+    {"pop", (PyCFunction)(void (*)(void))LRU_pop, METH_FASTCALL | METH_KEYWORDS, pop_doc},
+    {"clear", (PyCFunction)LRU_clear_method, METH_NOARGS, clear_doc},
+    {"items_lru", (PyCFunction)LRU_items_lru, METH_NOARGS,
+     "items_lru()\n--\n\nA list of (key, value) pairs: the small queue oldest first, then the main one."},
+    {"stats", (PyCFunction)LRU_stats, METH_NOARGS, stats_doc},
+    {"__sizeof__", (PyCFunction)LRU_sizeof, METH_NOARGS, sizeof_doc},
+    {"_selfcheck", (PyCFunction)LRU_selfcheck, METH_NOARGS, selfcheck_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(S3_doc,
+"S3FIFO(capacity, on_evict=None)\n--\n\n"
+"A byte-bounded map with S3-FIFO eviction (a small FIFO of capacity/10\n"
+"bytes for new keys, a main FIFO with frequencies 0..3 and reinsertion,\n"
+"a ghost of keys evicted from the small FIFO); the same API as LRU.");
+
+static PyType_Slot S3_slots[] = {
+    {Py_tp_doc, (void *)S3_doc},
+    {Py_tp_new, S3_new},
+    {Py_tp_dealloc, LRU_dealloc},
+    {Py_tp_traverse, LRU_traverse},
+    {Py_tp_clear, LRU_tp_clear},
+    {Py_tp_repr, LRU_repr},
+    {Py_tp_iter, LRU_iter},
+    {Py_tp_methods, S3_methods},
+    {Py_tp_members, LRU_members},
+    {Py_tp_getset, LRU_getset},
+    {Py_sq_length, LRU_len},
+    {Py_sq_contains, LRU_contains},
+    {Py_mp_length, LRU_len},
+    {0, NULL},
+};
+
+static PyType_Spec S3_spec = {
+    .name = "edge._lru.S3FIFO",
+    .basicsize = sizeof(LRUObject),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = S3_slots,
+};
+
 static PyType_Slot LRUIter_slots[] = {
     {Py_tp_dealloc, LRUIter_dealloc},
     {Py_tp_traverse, LRUIter_traverse},
@@ -1306,6 +1992,15 @@ module_exec(PyObject *m)
         Py_DECREF(st->lru_type);
         return -1;
     }
+    st->s3_type = PyType_FromModuleAndSpec(m, &S3_spec, NULL);
+    if (st->s3_type == NULL) {
+        return -1;
+    }
+    Py_INCREF(st->s3_type);
+    if (PyModule_AddObject(m, "S3FIFO", st->s3_type) < 0) {
+        Py_DECREF(st->s3_type);
+        return -1;
+    }
     return 0;
 }
 
@@ -1316,6 +2011,7 @@ module_traverse(PyObject *m, visitproc visit, void *arg)
     if (st != NULL) {
         Py_VISIT(st->lru_type);
         Py_VISIT(st->iter_type);
+        Py_VISIT(st->s3_type);
     }
     return 0;
 }
@@ -1327,6 +2023,7 @@ module_clear(PyObject *m)
     if (st != NULL) {
         Py_CLEAR(st->lru_type);
         Py_CLEAR(st->iter_type);
+        Py_CLEAR(st->s3_type);
     }
     return 0;
 }
@@ -1342,7 +2039,8 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-PyDoc_STRVAR(module_doc, "A byte-bounded LRU map of Python objects (the edge memory tier).");
+PyDoc_STRVAR(module_doc,
+             "Byte-bounded maps of Python objects, LRU or S3-FIFO (the edge memory tier).");
 
 static struct PyModuleDef lru_module = {
     PyModuleDef_HEAD_INIT,

@@ -1,6 +1,7 @@
 """Stateful property tests: the C store against its Python model.
 
-`StoreComparison` drives `edge._lru.LRU` and `edge.cache.store.PyLRU` with the
+`StoreComparison` drives `edge._lru.LRU` and `edge.cache.store.PyLRU` (and, in
+test_s3fifo.py, `S3FIFO` and `PyS3FIFO`) with the
 same random operations — puts (including replacements, oversized and
 negative charges), gets, peeks, pops, clears, capacity changes, iteration
 interleaved with mutation — and requires identical answers, identical
@@ -87,6 +88,9 @@ def outcome(fn: Any) -> tuple[str, Any]:
 
 
 class StoreComparison(RuleBasedStateMachine):
+    NATIVE: Any = LRU
+    MODEL: Any = PyLRU
+
     def __init__(self) -> None:
         super().__init__()
         self.native: Any = None
@@ -98,8 +102,8 @@ class StoreComparison(RuleBasedStateMachine):
 
     @initialize(capacity=st.one_of(st.integers(0, 5), st.integers(10, 60)))
     def setup(self, capacity: int) -> None:
-        self.native = LRU(capacity, lambda k, v: self.evicted_native.append((k, v)))
-        self.model = PyLRU(capacity, lambda k, v: self.evicted_model.append((k, v)))
+        self.native = self.NATIVE(capacity, lambda k, v: self.evicted_native.append((k, v)))
+        self.model = self.MODEL(capacity, lambda k, v: self.evicted_model.append((k, v)))
 
     def both(self, op: Any) -> Any:
         a = outcome(lambda: op(self.native, True))
@@ -270,9 +274,11 @@ class SideEffectKey:
 
 
 class ReentrantChaos(RuleBasedStateMachine):
+    STORE: Any = LRU
+
     def __init__(self) -> None:
         super().__init__()
-        self.s = LRU(20)
+        self.s = self.STORE(20)
 
     @rule(
         name=st.sampled_from(NAMES),
