@@ -203,6 +203,11 @@ class Config:
     node_id: str = _opt("", "this node's id in CDN-Loop, for loop detection; empty: random at start")
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
     cache_size: int = _opt(512 * 1024**2, "memory for cached objects, per worker (e.g. 512MiB)", "size")
+    eviction: str = _opt(
+        "lru",
+        "what the full cache evicts: lru (least recently used) or s3fifo (S3-FIFO: new objects wait in "
+        "a small FIFO, so one-hit wonders and scans leave before objects hit twice)",
+    )
     name: str = _opt("edge", "this node's name in Cache-Status and Via")
     workers: int = _opt(
         1,
@@ -327,6 +332,8 @@ class Config:
             raise ConfigError("workers must be at least 1")
         if self.cache_size < 1024 * 1024:
             raise ConfigError("cache_size must be at least 1MiB")
+        if self.eviction not in ("lru", "s3fifo"):
+            raise ConfigError(f"eviction must be lru or s3fifo, got {self.eviction!r}")
         parse_ttl_rules(self.default_ttl)
         for listen in (self.tls_listen, self.quic_listen):
             parse_listen_list(listen)

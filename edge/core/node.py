@@ -84,8 +84,11 @@ class EdgeCore:
         (None for this worker); empty for a node of one worker."""
         self.config = config
         self.clock = clock
-        self.store: Store = store if store is not None else make_store(config.cache_size)
-        """The LRU itself: its counters and size (the parts go through ``memory``)."""
+        self.store: Store = (
+            store if store is not None else make_store(config.cache_size, policy=config.eviction)
+        )
+        """The store itself (LRU or S3-FIFO, ``eviction``): its counters and size (the parts go
+        through ``memory``)."""
         self.memory = MemoryTier(self.store)
         self._lookup = self.memory.lookup
         self.hit_fields: Headers = [(b"X-Cache", b"HIT")]

@@ -276,3 +276,18 @@ def test_model_and_native_agree_on_a_long_zipf_trace() -> None:
     n._selfcheck()
     assert n.items_lru() == m.items_lru()
     assert n.stats() == m.stats()
+
+
+def test_eviction_setting_makes_the_store() -> None:
+    from edge import config as edge_config
+    from edge.core import EdgeCore
+
+    base = {"upstream": "http://127.0.0.1:9"}
+    assert edge_config.load(None, {}, base).eviction == "lru"
+    assert type(EdgeCore(edge_config.load(None, {}, base)).store) is LRU
+    cfg = edge_config.load(None, {"EDGE_EVICTION": "s3fifo"}, base)
+    core = EdgeCore(cfg)
+    assert type(core.store) is S3FIFO and core.store.capacity == cfg.cache_size
+    assert core.stats()["evictions"] == 0
+    with pytest.raises(edge_config.ConfigError, match="eviction must be lru or s3fifo"):
+        edge_config.load(None, {}, {**base, "eviction": "arc"})
