@@ -179,6 +179,13 @@ class Config:
         0.0, "requests per second one client address may make per worker (429 beyond); 0: no limit", "float"
     )
     rate_burst: int = _opt(0, "requests a client may make at once above rate_limit; 0: twice the rate", "int")
+    max_tunnels: int = _opt(1024, "WebSocket tunnels open at once per worker (503 beyond); 0: no cap", "int")
+    max_client_tunnels: int = _opt(
+        64, "WebSocket tunnels one client address may hold per worker (503 beyond); 0: no cap", "int"
+    )
+    tunnel_idle_timeout: float = _opt(
+        300.0, "seconds a WebSocket tunnel may carry nothing either way before it is closed", "float"
+    )
     trusted_proxies: str = _opt(
         "",
         "CIDRs of peers whose X-Forwarded-Proto sets the request's scheme (a shield lists its edges' "

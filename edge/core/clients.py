@@ -11,6 +11,8 @@ Guarantees:
   ``rate`` per second; a request finding it empty is refused with the seconds until the
   next token (429 with ``Retry-After``, RFC 6585 §4). ``rate`` 0 (the default) costs a
   request one ``is None`` test in the front;
+- at most ``max_tunnels`` WebSocket tunnels are open in a worker and ``max_client_tunnels``
+  per address (0: no cap); the next upgrade is refused;
 - the memory is bounded: at most :data:`TRACKED` buckets are kept (the least recently
   used address is forgotten, which can only be generous to it), and an address with no
   open connection holds no connection entry.
@@ -57,10 +59,26 @@ class RateLimit:
 class ClientLimits:
     """The connection cap and (when on) the rate limit of one worker."""
 
-    __slots__ = ("connections", "max_connections", "rate", "refused_connections", "refused_requests")
+    __slots__ = (
+        "connections", "max_client_tunnels", "max_connections", "max_tunnels", "rate", "refused_connections",
+        "refused_requests", "refused_tunnels", "tunnels", "tunnels_by_client",
+    )  # fmt: skip
 
-    def __init__(self, max_connections: int, rate: float = 0.0, burst: int = 0) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        rate: float = 0.0,
+        burst: int = 0,
+        max_tunnels: int = 0,
+        max_client_tunnels: int = 0,
+    ) -> None:
         self.max_connections = max_connections
+        self.max_tunnels = max_tunnels
+        self.max_client_tunnels = max_client_tunnels
+        self.tunnels = 0
+        """WebSocket tunnels open in this worker."""
+        self.tunnels_by_client: dict[str, int] = {}
+        self.refused_tunnels = 0
         self.connections: dict[str, int] = {}
         """address → open connections (only addresses with at least one)."""
         self.rate: RateLimit | None = RateLimit(rate, burst or math.ceil(2 * rate)) if rate > 0 else None
@@ -85,6 +103,27 @@ class ClientLimits:
             self.connections.pop(client, None)
         else:
             self.connections[client] = held - 1
+
+    def tunnel_opened(self, client: str) -> bool:
+        """A WebSocket tunnel for ``client`` may open (False: over a cap, refuse it; not counted)."""
+        held = self.tunnels_by_client.get(client, 0)
+        if (self.max_tunnels and self.tunnels >= self.max_tunnels) or (
+            self.max_client_tunnels and held >= self.max_client_tunnels
+        ):
+            self.refused_tunnels += 1
+            return False
+        self.tunnels += 1
+        self.tunnels_by_client[client] = held + 1
+        return True
+
+    def tunnel_closed(self, client: str) -> None:
+        """A tunnel :meth:`tunnel_opened` admitted has ended."""
+        self.tunnels -= 1
+        held = self.tunnels_by_client.get(client, 0)
+        if held <= 1:
+            self.tunnels_by_client.pop(client, None)
+        else:
+            self.tunnels_by_client[client] = held - 1
 
     def retry_after(self, client: str, now: float) -> int:
         """0: serve the request; otherwise refuse it, retry after that many seconds."""

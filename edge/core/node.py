@@ -121,7 +121,13 @@ class EdgeCore:
         self.misses = Misses(self.fills, self.responder, self.forwarder, config.stale_grace, clock)
         self._retired: list[Router] = []
         """Routers a reload replaced, closed once no request can still be waiting on them."""
-        self.clients = ClientLimits(config.max_client_connections, config.rate_limit, config.rate_burst)
+        self.clients = ClientLimits(
+            config.max_client_connections,
+            config.rate_limit,
+            config.rate_burst,
+            config.max_tunnels,
+            config.max_client_tunnels,
+        )
         """Per-client-address connection cap and rate limit, applied by the fronts."""
         self.requests = RequestLog()
         """Counters of answered requests and the access log (``edge.core.observe``)."""
@@ -315,6 +321,8 @@ class EdgeCore:
             "hit_for_pass_keys": len(self.fills.pass_keys),
             "refused_connections": self.clients.refused_connections,
             "rate_limited_requests": self.clients.refused_requests,
+            "tunnels": self.clients.tunnels,
+            "refused_tunnels": self.clients.refused_tunnels,
             "traffic": self.requests.snapshot(),
         }
 

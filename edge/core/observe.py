@@ -228,6 +228,20 @@ class RequestLog:
         if self.access is not None:
             self.write(req, recorder.status, recorder.sent, member, upstream, total)
 
+    def tunnelled(self, req: Request, status: int, sent: int, started: float) -> None:
+        """Count (and log) a WebSocket handshake once its tunnel ended (``sent``: bytes to the
+        client, the tunnel's included)."""
+        total = time.perf_counter() - started
+        protocol = PROTOCOL_LABELS.get(req.http_version, "h1")
+        self.counts[protocol, status, "none"] += 1
+        self.sent[protocol] += sent
+        self.duration.observe(total)
+        upstream: float | None = getattr(req, "upstream_time", None)
+        if upstream is not None:
+            self.upstream.observe(upstream)
+        if self.access is not None:
+            self.write(req, status, sent, None, upstream, total)
+
     def refused(
         self, protocol: str, client: str, method: bytes | None, target: bytes, status: int, sent: int
     ) -> None:

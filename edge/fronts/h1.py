@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 import weakref
 from typing import cast
 
@@ -42,6 +43,7 @@ from edge.fronts.request import (
     target_too_long,
     too_many_fields,
 )
+from edge.fronts.tunnel import Tunnel, wants_websocket
 from edge.http.fields import Headers, is_token
 from edge.http.message import NO_BODY_STATUSES, Request, reason_phrase
 
@@ -104,6 +106,10 @@ class H1Protocol(asyncio.Protocol):
         self.at_boundary = True
         """No part of a message has been received since the last one ended."""
         self.messages_begun = 0
+        self.tunnel: Tunnel | None = None
+        """The WebSocket tunnel this connection became, if it did."""
+        self.tunnels = True
+        """Whether a WebSocket upgrade is tunnelled here (not on a sibling worker's socket)."""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -176,6 +182,9 @@ class H1Protocol(asyncio.Protocol):
             await self.drain_waiter
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)  # a WebSocket: bytes, not HTTP, from here on
+            return
         if self.closing or self.pending_reject:
             return
         self.chunk_size = len(data)
@@ -210,10 +219,20 @@ class H1Protocol(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._reject(Refusal(400, "invalid request target"))
             return
-        except httptools.HttpParserUpgrade:
-            # Upgrade is hop-by-hop and not offered: the request was taken as plain
-            # HTTP and llhttp resumes parsing after it. CONNECT is refused earlier.
-            pass
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.tunnel is not None:
+                # A WebSocket handshake: what followed its head belongs to the tunnel.
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                if offset < len(data):
+                    self.tunnel.from_client(data[offset:])
+                return
+            # Any other upgrade is hop-by-hop and not offered: the request was taken as
+            # plain HTTP and llhttp resumes parsing after it. CONNECT is refused earlier.
+            # A WebSocket handshake queued behind a response in progress cannot switch.
+            if self.queue and wants_websocket(self.queue[-1][0]):
+                self.queue.pop()
+                self._reject(Refusal(400, "a WebSocket upgrade must not be pipelined"))
+                return
         except httptools.HttpParserError as exc:
             self._reject(Refusal(400, f"malformed request: {exc}"))
             return
@@ -315,6 +334,31 @@ class H1Protocol(asyncio.Protocol):
         self.queue.append((req, keep_alive))
         self._update_reading()
 
+    # -- WebSocket -----------------------------------------------------------------
+    def _open_tunnel(self, req: Request) -> None:
+        """Start the WebSocket tunnel of ``req`` (edge.fronts.tunnel), or refuse it."""
+        if self.queue:  # bytes after the handshake were read as requests: it cannot switch now
+            self._reject(Refusal(400, "a WebSocket upgrade must not be pipelined"))
+            return
+        if not self.core.clients.tunnel_opened(self.client):
+            self._reject(Refusal(503, "too many WebSocket tunnels"))
+            return
+        self.tunnel = Tunnel(self, req)
+        self.active = asyncio.get_running_loop().create_task(self._run_tunnel(self.tunnel, req))
+
+    async def _run_tunnel(self, tunnel: Tunnel, req: Request) -> None:
+        started = time.perf_counter()
+        try:
+            await tunnel.run()
+        finally:
+            self.core.clients.tunnel_closed(self.client)
+            if self.requests is not None:
+                self.requests.tunnelled(req, tunnel.status, tunnel.sent, started)
+            self.active = None
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+
     # -- answering ---------------------------------------------------------------
     def _try_hit(self, req: Request, keep_alive: bool) -> bool:
         now = self.clock()
@@ -352,6 +396,9 @@ class H1Protocol(asyncio.Protocol):
         return True
 
     def _start(self, req: Request, keep_alive: bool) -> None:
+        if self.tunnels and b"upgrade" in req.fields and wants_websocket(req):
+            self._open_tunnel(req)  # (Upgrade keeps a request off the fast hit: FAST_HIT_BLOCKERS)
+            return
         self.active = asyncio.get_running_loop().create_task(self._serve(req, keep_alive))
 
     async def _serve(self, req: Request, keep_alive: bool) -> None:

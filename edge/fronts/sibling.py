@@ -54,6 +54,7 @@ class SiblingProtocol(H1Protocol):
     def __init__(self, core: EdgeCore, config: Config) -> None:
         super().__init__(core, config)
         self.clients = None  # a sibling worker: the client was counted where it connected
+        self.tunnels = False  # a WebSocket never goes through a sibling worker
         self.requests = None  # counted and logged by the worker the client asked
         self.extra_fields = b""  # no Alt-Svc: the asking worker speaks to the client
         self.rules = {scheme: RequestRules(config, scheme) for scheme in (b"http", b"https")}

@@ -1,0 +1,191 @@
+"""WebSocket over HTTP/1.1 through the edge: the Upgrade handshake forwarded, then a byte tunnel.
+
+A client's ``GET`` with ``Connection: upgrade`` and ``Upgrade: websocket`` is not a cache
+request: :class:`Tunnel` opens a connection of its own to the origin (never a shield or a
+sibling worker, so a tunnel is never pinned to a node that may leave), sends the request
+with the node's forwarding fields plus the upgrade, and relays the answer. After a
+``101 Switching Protocols`` it relays bytes both ways without reading frames (RFC 6455
+needs no help from an intermediary) until either side closes or nothing moves for
+``tunnel_idle_timeout`` seconds. Any other answer is relayed as it is and the connection
+is closed.
+
+Guarantees:
+- never cached, never collapsed: each tunnel is its own upstream connection;
+- bounded: at most ``max_tunnels`` per worker and ``max_client_tunnels`` per client
+  address (503 with a reason beyond), a response head of at most 64 KiB within
+  ``read_timeout``, a connect within ``connect_timeout`` (502/504 otherwise);
+- backpressure both ways: a slow client pauses reading from the origin, a slow origin
+  pauses reading from the client;
+- counted and logged once it ends, status 101 and the bytes sent to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from edge.http.message import reason_phrase
+
+if TYPE_CHECKING:
+    from edge.fronts.h1 import H1Protocol
+    from edge.http.message import Request
+
+__all__ = ["Tunnel", "wants_websocket"]
+
+HEAD_LIMIT = 64 * 1024
+"""Largest response head accepted from the origin."""
+
+PAUSE_ABOVE = 1024 * 1024
+"""Bytes buffered towards the origin before the client is paused."""
+
+
+def wants_websocket(req: Request) -> bool:
+    """A GET asking to upgrade to WebSocket (RFC 6455 §4.1): the only upgrade tunnelled."""
+    if req.method != b"GET":
+        return False
+    upgrade = req.fields.get(b"upgrade", b"")
+    tokens = {t.strip().lower() for t in upgrade.split(b",")}
+    connection = {t.strip().lower() for t in req.fields.get(b"connection", b"").split(b",")}
+    return b"websocket" in tokens and b"upgrade" in connection
+
+
+class Tunnel:
+    """One WebSocket handshake and tunnel, on behalf of one client connection."""
+
+    def __init__(self, proto: H1Protocol, req: Request) -> None:
+        self.proto = proto
+        self.req = req
+        self.pending = bytearray()
+        """Client bytes that arrived before the origin connection was up."""
+        self.writer: asyncio.StreamWriter | None = None
+        self.sent = 0
+        """Bytes sent to the client (the origin's head and what followed it)."""
+        self.last = time.monotonic()
+        self.done = asyncio.Event()
+        self.status = 0
+        """The status the client got (101 once the tunnel opened); 0 until then."""
+
+    # -- client side (called by the HTTP/1.1 front) ------------------------------------------------
+    def from_client(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        writer = self.writer
+        if writer is None:
+            self.pending += data
+            return
+        writer.write(data)
+        transport = self.proto.transport
+        if writer.transport.get_write_buffer_size() > PAUSE_ABOVE and transport is not None:
+            transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._resume_client(writer))
+
+    async def _resume_client(self, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        transport = self.proto.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def client_closed(self) -> None:
+        self.done.set()
+
+    # -- the tunnel --------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Handshake and relay; the status the client got (101 for a tunnel that opened)."""
+        proto, req = self.proto, self.req
+        core = proto.core
+        config = core.config
+        origin = core.gateway.router.origin
+        target = origin.pool.target
+        started = time.perf_counter()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(target.host, target.port, limit=HEAD_LIMIT), config.connect_timeout
+            )
+        except (OSError, TimeoutError):
+            return self._refuse(502, "cannot reach the origin for this WebSocket")
+        self.writer = writer
+        try:
+            fields = core.gateway.fields_for(req, origin)
+            lines = [b"%s %s HTTP/1.1\r\n" % (req.method, req.target)]
+            lines += [name + b": " + value + b"\r\n" for name, value in fields]
+            lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            writer.write(b"".join(lines))
+            if self.pending:
+                writer.write(bytes(self.pending))
+                self.pending.clear()
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), config.read_timeout)
+            except TimeoutError:
+                return self._refuse(504, "the origin did not answer the WebSocket handshake")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return self._refuse(502, "the origin's answer to the WebSocket handshake is not HTTP")
+            req.upstream_time = time.perf_counter() - started
+            status = _status_of(head)
+            if status is None:
+                return self._refuse(502, "the origin's answer to the WebSocket handshake is not HTTP")
+            self._to_client(head)
+            self.status = status
+            if status != 101:
+                # Not switched: relay what the origin sends until it closes, then close.
+                await self._relay_from_origin(reader, config.read_timeout)
+                return status
+            await self._relay(reader, config.tunnel_idle_timeout)
+            return status
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, idle: float) -> None:
+        down = asyncio.get_running_loop().create_task(self._relay_from_origin(reader, None))
+        closed = asyncio.get_running_loop().create_task(self.done.wait())
+        try:
+            while True:
+                finished, _ = await asyncio.wait(
+                    {down, closed}, timeout=max(0.05, idle / 4), return_when=asyncio.FIRST_COMPLETED
+                )
+                if finished:
+                    return
+                if time.monotonic() - self.last > idle:
+                    return  # idle both ways: the tunnel is closed
+        finally:
+            for task in (down, closed):
+                task.cancel()
+
+    async def _relay_from_origin(self, reader: asyncio.StreamReader, timeout: float | None) -> None:
+        proto = self.proto
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), timeout)
+            except (TimeoutError, ConnectionError):
+                return
+            if not data:
+                return
+            self.last = time.monotonic()
+            self._to_client(data)
+            if proto.write_paused:
+                await proto.drain()
+
+    def _to_client(self, data: bytes) -> None:
+        transport = self.proto.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            self.sent += len(data)
+
+    def _refuse(self, status: int, why: str) -> int:
+        self.status = status
+        body = f"{status} {reason_phrase(status).decode()}: {why}\n".encode()
+        self._to_client(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, reason_phrase(status), len(body)) + body
+        )
+        return status
+
+
+def _status_of(head: bytes) -> int | None:
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        return None
+    return int(parts[1])

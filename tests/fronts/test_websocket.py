@@ -1,0 +1,100 @@
+"""WebSocket over HTTP/1.1 through the edge: handshake forwarded, bytes tunnelled both ways,
+caps and the idle timeout enforced. A real `websockets` server is the origin; the clients are
+the `websockets` library's own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.nodes import Clock, start_edge
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+async def echo(ws: ServerConnection) -> None:
+    """Greets (a push from the origin), then echoes every message."""
+    await ws.send("welcome " + ws.request.path if ws.request is not None else "welcome")
+    async for message in ws:
+        await ws.send(message)
+
+
+@pytest_asyncio.fixture
+async def ws_origin() -> AsyncIterator[Server]:
+    async with serve(echo, "127.0.0.1", 0) as server:
+        yield server
+
+
+def port_of(server: Server) -> int:
+    return int(next(iter(server.sockets)).getsockname()[1])
+
+
+async def test_a_websocket_is_tunnelled_to_the_origin_and_back(ws_origin: Server, clock: Clock) -> None:
+    node = await start_edge(f"http://127.0.0.1:{port_of(ws_origin)}", clock)
+    try:
+        async with connect(f"ws://127.0.0.1:{node.port}/chat?room=1") as ws:
+            assert await ws.recv() == "welcome /chat?room=1"  # pushed by the origin
+            for i in range(100):
+                await ws.send(f"message {i}")
+                assert await ws.recv() == f"message {i}"
+            await ws.send(b"\x00\x01binary" * 1000)
+            assert await ws.recv() == b"\x00\x01binary" * 1000
+        await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel ended")  # counted then
+        traffic = node.core.requests.snapshot()
+        assert ["h1", 101, "none", 1] in traffic["requests"]
+        assert node.core.stats()["entries"] == 0  # never cached
+    finally:
+        node.server.close()
+        await node.core.aclose()
+
+
+async def test_an_idle_tunnel_is_closed(ws_origin: Server, clock: Clock) -> None:
+    node = await start_edge(f"http://127.0.0.1:{port_of(ws_origin)}", clock, tunnel_idle_timeout="0.3")
+    try:
+        async with connect(f"ws://127.0.0.1:{node.port}/", ping_interval=None) as ws:
+            assert (await ws.recv()).startswith("welcome")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)  # nothing moves: the edge closes it
+    finally:
+        node.server.close()
+        await node.core.aclose()
+
+
+async def test_tunnels_beyond_the_per_client_cap_are_refused(ws_origin: Server, clock: Clock) -> None:
+    node = await start_edge(f"http://127.0.0.1:{port_of(ws_origin)}", clock, max_client_tunnels="1")
+    try:
+        async with connect(f"ws://127.0.0.1:{node.port}/a") as first:
+            assert (await first.recv()).startswith("welcome")
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://127.0.0.1:{node.port}/b"):
+                    pass
+            assert refused.value.response.status_code == 503
+            assert b"too many WebSocket tunnels" in refused.value.response.body
+            await first.send("still here")
+            assert await first.recv() == "still here"
+        async with connect(f"ws://127.0.0.1:{node.port}/c") as again:  # its place was given back
+            assert (await again.recv()).startswith("welcome")
+    finally:
+        node.server.close()
+        await node.core.aclose()
+
+
+async def test_an_unreachable_origin_is_a_502(clock: Clock) -> None:
+    from tests.support.nodes import free_port
+
+    node = await start_edge(f"http://127.0.0.1:{free_port()}", clock)
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{node.port}/"):
+                pass
+        assert refused.value.response.status_code == 502
+    finally:
+        node.server.close()
+        await node.core.aclose()
