@@ -6,6 +6,7 @@ isolates our Python from the kernel and wrk, so before/after comparisons of a
 hot-path change are stable even on a noisy machine. Usage:
 
     python -m benchmarks.hit_path_micro [--requests 200000] [--headers browser] [--access-log /dev/null]
+        [--eviction s3fifo]
 
 ``--access-log DEST`` turns the access log on (what a hit costs with it; the writer
 thread's work counts, as it shares the GIL with the loop).
@@ -49,8 +50,8 @@ class NullTransport:
         pass
 
 
-async def run(requests: int, headers: str, access_log: str | None = None) -> float:
-    config = edge_config.load(None, {}, {"upstream": "http://127.0.0.1:9"})
+async def run(requests: int, headers: str, access_log: str | None = None, eviction: str = "lru") -> float:
+    config = edge_config.load(None, {}, {"upstream": "http://127.0.0.1:9", "eviction": eviction})
     core = EdgeCore(config)
     access = None
     if access_log is not None:
@@ -85,10 +86,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--headers", choices=["wrk", "browser"], default="wrk")
     ap.add_argument("--access-log", help="turn the access log on, writing to this file (e.g. /dev/null)")
+    ap.add_argument("--eviction", choices=["lru", "s3fifo"], default="lru", help="the store's policy")
     args = ap.parse_args()
-    per_hit = asyncio.run(run(args.requests, args.headers, args.access_log))
+    per_hit = asyncio.run(run(args.requests, args.headers, args.access_log, args.eviction))
     logged = f", access log to {args.access_log}" if args.access_log else ""
-    print(f"{per_hit:.2f} us per hit ({args.headers} headers{logged}), {1e6 / per_hit:,.0f} hits/s of CPU")
+    print(
+        f"{per_hit:.2f} us per hit ({args.headers} headers{logged}, {args.eviction}), "
+        f"{1e6 / per_hit:,.0f} hits/s of CPU"
+    )
 
 
 if __name__ == "__main__":

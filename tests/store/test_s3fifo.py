@@ -291,3 +291,19 @@ def test_eviction_setting_makes_the_store() -> None:
     assert core.stats()["evictions"] == 0
     with pytest.raises(edge_config.ConfigError, match="eviction must be lru or s3fifo"):
         edge_config.load(None, {}, {**base, "eviction": "arc"})
+
+
+def test_eviction_benchmark_trace_is_deterministic_and_replays() -> None:
+    from benchmarks import eviction
+
+    a = eviction.make_trace(5, 5000, 2000, 0.9, 0.2, 1000, 100)
+    assert a == eviction.make_trace(5, 5000, 2000, 0.9, 0.2, 1000, 100)
+    keys, sizes, catalog = a
+    assert len(keys) == len(sizes) == 5000
+    assert min(sizes) >= 1024 and max(sizes) <= 8 * 1024 * 1024
+    assert any(k >= 2000 for k in keys)  # one-hit wonders
+    results = {
+        name: eviction.replay(cls(catalog // 10), keys, sizes, 500) for name, cls in eviction.POLICIES.items()
+    }
+    for bhr, ohr, ops, _ in results.values():
+        assert 0 < bhr < 1 and 0 < ohr < 1 and ops > 5000
