@@ -92,7 +92,8 @@ typedef struct {
     uint32_t prev;      /* towards the LRU end */
     uint32_t next;      /* towards the MRU end; free-list link for free nodes */
     uint32_t tag;       /* same tag as the node's slot, to find it again */
-    uint32_t meta;      /* S3FIFO: frequency (FREQ_MASK) and IN_MAIN; 0 in an LRU */
+    uint16_t freq;      /* S3FIFO: hits, 0..FREQ_MAX (unused in an LRU) */
+    uint16_t in_main;   /* S3FIFO: 1 in the main queue, 0 in the small one */
 } Node;
 
 typedef struct {
@@ -114,8 +115,7 @@ typedef struct {
 
 #define POLICY_LRU 0
 #define POLICY_S3FIFO 1
-#define FREQ_MASK 3u
-#define IN_MAIN 4u
+#define FREQ_MAX 3
 #define MAIN_SENTINEL 1u
 
 typedef struct {
@@ -1019,7 +1019,7 @@ LRU_pop(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     list_unlink(self->nodes, i);
     self->used--;
     self->total -= self->nodes[i].charge;
-    if (self->policy == POLICY_S3FIFO && !(self->nodes[i].meta & IN_MAIN)) {
+    if (self->policy == POLICY_S3FIFO && !self->nodes[i].in_main) {
         self->small_total -= self->nodes[i].charge;
     }
     node_free(self, i);
@@ -1143,8 +1143,8 @@ LRU_selfcheck(LRUObject *self, PyObject *Py_UNUSED(ignored))
         CHECK(nodes[i].prev == prev, "broken prev link");
         CHECK(nodes[i].charge >= 0, "negative charge");
         if (s3) {
-            CHECK((nodes[i].meta & ~(FREQ_MASK | IN_MAIN)) == 0, "bad node meta");
-            CHECK(((nodes[i].meta & IN_MAIN) != 0) == (q == MAIN_SENTINEL), "node in the wrong queue");
+            CHECK(nodes[i].freq <= FREQ_MAX, "frequency above its maximum");
+            CHECK(nodes[i].in_main == (q == MAIN_SENTINEL), "node in the wrong queue");
             if (q == 0) {
                 small_total += nodes[i].charge;
             }
@@ -1329,8 +1329,9 @@ s3_step(LRUObject *self)
         Node *n = &nodes[i];
         list_unlink(nodes, i);
         self->small_total -= n->charge;
-        if (n->meta & FREQ_MASK) {
-            n->meta = IN_MAIN;  /* hit while in small: to main, frequency 0 */
+        if (n->freq) {
+            n->freq = 0;  /* hit while in small: to main, frequency 0 */
+            n->in_main = 1;
             list_push(nodes, MAIN_SENTINEL, i);
             return 0;
         }
@@ -1343,8 +1344,8 @@ s3_step(LRUObject *self)
     i = nodes[MAIN_SENTINEL].next;
     Node *n = &nodes[i];
     list_unlink(nodes, i);
-    if (n->meta & FREQ_MASK) {
-        n->meta--;  /* reinsert with one hit fewer */
+    if (n->freq) {
+        n->freq--;  /* reinsert with one hit fewer */
         list_push(nodes, MAIN_SENTINEL, i);
         return 0;
     }
@@ -1404,8 +1405,8 @@ S3_get(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
         Node *n = &self->nodes[idx];
         self->hits++;
         self->version++;
-        if ((n->meta & FREQ_MASK) != FREQ_MASK) {
-            n->meta++;
+        if (UNLIKELY(n->freq != FREQ_MAX)) {  /* a hot object's is saturated */
+            n->freq++;
         }
         PyObject *v = n->value;
         Py_INCREF(v);
@@ -1474,19 +1475,17 @@ S3_put(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
         return NULL;
     }
     PyObject *oldk = NULL, *oldv = NULL;
-    uint32_t meta;
+    uint16_t freq = 0, in_main;
     if (idx > 0) {
         uint32_t i = (uint32_t)idx;
         Node *n = &self->nodes[i];
         oldk = n->key;
         oldv = n->value;
-        meta = n->meta;
-        if ((meta & FREQ_MASK) != FREQ_MASK) {
-            meta++;
-        }
+        freq = n->freq == FREQ_MAX ? FREQ_MAX : n->freq + 1;
+        in_main = n->in_main;
         table_remove_node(self, i);
         list_unlink(self->nodes, i);
-        if (!(n->meta & IN_MAIN)) {
+        if (!in_main) {
             self->small_total -= n->charge;
         }
         self->used--;
@@ -1494,7 +1493,7 @@ S3_put(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
         node_free(self, i);
     }
     else {
-        meta = ghost_find(self, tag) >= 0 ? IN_MAIN : 0;
+        in_main = ghost_find(self, tag) >= 0;
     }
     Pending p;
     pending_init(&p);
@@ -1516,12 +1515,13 @@ S3_put(LRUObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     n->value = value;
     n->charge = charge;
     n->tag = tag;
-    n->meta = meta;
+    n->freq = freq;
+    n->in_main = in_main;
     pos = find_empty(self, tag);
     self->slots[pos].tag = tag;
     self->slots[pos].idx = i;
-    list_push(self->nodes, (meta & IN_MAIN) ? MAIN_SENTINEL : 0, i);
-    if (!(meta & IN_MAIN)) {
+    list_push(self->nodes, in_main ? MAIN_SENTINEL : 0, i);
+    if (!in_main) {
         self->small_total += charge;
     }
     self->used++;

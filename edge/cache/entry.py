@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, final
 
 from edge.cache.freshness import Policy
+from edge.cache.key import negotiated_coding
 from edge.http.fields import Headers
 
 TAG_FIELDS = (b"surrogate-key", b"cache-tag")
@@ -48,6 +49,7 @@ class Entry:
         "headers",
         "key",
         "last_modified",
+        "negotiated",
         "policy",
         "reason",
         "response_time",
@@ -86,6 +88,9 @@ class Entry:
             self.fresh_until = float("-inf")
         self.vary = vary
         """Lower-cased Vary field names, () when the response does not vary."""
+        self.negotiated = negotiated_coding(headers, vary) if vary else None
+        """The upstream's Content-Encoding of a variant keyed by Accept-Encoding: only a request
+        accepting it is sent this entry (``edge.cache.key.accepts_coding``); None for identity."""
         self.etag: bytes | None = None
         self.last_modified: bytes | None = None
         tags: set[bytes] = set()

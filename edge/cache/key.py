@@ -5,7 +5,7 @@ Everything that decides *which stored response a request may match* lives here.
 
 from __future__ import annotations
 
-from edge.http.accept_encoding import normalise_for_key
+from edge.http.accept_encoding import accepts, normalise_for_key
 from edge.http.fields import Headers, get_all, split_list
 from edge.http.message import Request
 
@@ -59,7 +59,9 @@ def secondary_key(req: Request, names: tuple[bytes, ...]) -> bytes:
     Accept-Encoding is keyed by the coding the request would get (br, zstd,
     gzip or identity), not its spelling: browsers send dozens of spellings of
     the same preference, and keying by them would store the same bytes many
-    times. This is what CDNs do; the upstream is assumed to pick as we do.
+    times. This is what CDNs do. The upstream need not pick as we do: a variant
+    it encoded is stored under this key too, and :func:`accepts_coding` keeps it
+    from a request with the same key that does not accept its coding.
     """
     fields = req.fields
     parts = []
@@ -70,3 +72,28 @@ def secondary_key(req: Request, names: tuple[bytes, ...]) -> bytes:
         else:
             parts.append(b"\x00" if value is None else _normalise(value))
     return b"\x01".join(parts)
+
+
+def negotiated_coding(headers: Headers, vary: tuple[bytes, ...] | None) -> bytes | None:
+    """The Content-Encoding a request must accept to be sent this response, lower-cased.
+
+    None when the response does not vary on Accept-Encoding (the upstream says every
+    client gets it; a shared cache sends it as is) or carries no coding but identity.
+    """
+    if not vary or b"accept-encoding" not in vary:
+        return None
+    values = get_all(headers, b"content-encoding")
+    if not values:
+        return None
+    coding = b", ".join(split_list(values)).lower()
+    return None if coding in (b"", b"identity") else coding
+
+
+def accepts_coding(req: Request, coding: bytes | None) -> bool:
+    """Whether ``req`` may be sent a stored response whose :func:`negotiated_coding` is ``coding``.
+
+    Keys by the node's choice put a variant the upstream encoded in gzip under ``br`` when
+    the fetching request took both; a request keyed ``br`` that does not take gzip must not
+    be given it (it is a miss, and its own response replaces the variant).
+    """
+    return coding is None or accepts(req.fields.get(b"accept-encoding"), coding)

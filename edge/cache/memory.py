@@ -17,6 +17,8 @@ primary key + ``\\x00slices``           :class:`SliceMeta` of an object kept as 
 Rules this module guarantees:
 
 - a URL keeps at most ``MAX_VARIANTS`` variants, the oldest dropped first;
+- a variant in a coding the upstream chose is found only by a request that accepts
+  that coding (``edge.cache.key.accepts_coding``);
 - a slice is stored only while the SliceMeta that asked for it (same token) is
   the one stored, so a slice of an object that changed upstream is never kept;
 - a value whose charge exceeds the whole capacity is not stored (the store's
@@ -29,7 +31,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from edge.cache.entry import ENTRY_OVERHEAD, Entry, Variants
-from edge.cache.key import secondary_key
+from edge.cache.key import accepts_coding, secondary_key
 from edge.cache.slices import SliceBody, SliceMeta, meta_key
 from edge.cache.store import Store
 from edge.http.message import Request
@@ -61,7 +63,10 @@ class MemoryTier:
         if found is None:
             return None, False
         if type(found) is Variants:
-            return found.by_secondary.get(secondary_key(req, found.names)), True
+            entry = found.by_secondary.get(secondary_key(req, found.names))
+            if entry is not None and not accepts_coding(req, entry.negotiated):
+                return None, True  # the upstream's coding, which this request does not take
+            return entry, True
         return found, False
 
     def put_response(self, entry: Entry, secondary: bytes) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from edge.cache import stale as stale_rules
 from edge.cache.entry import Entry
-from edge.cache.key import secondary_key
+from edge.cache.key import accepts_coding, negotiated_coding, secondary_key
 from edge.cache.status import Fwd
 from edge.core.fills import Adopted, Fills
 from edge.core.forward import Forwarder
@@ -124,7 +124,13 @@ class Misses:
         if collapsed and (
             fill.not_storable is not None
             or fill.vary is None
-            or (fill.vary and secondary_key(req, fill.vary) != fill.secondary)
+            or (
+                fill.vary
+                and (
+                    secondary_key(req, fill.vary) != fill.secondary
+                    or not accepts_coding(req, negotiated_coding(fill.headers, fill.vary))
+                )
+            )
         ):
             fill.detach(reader)  # not ours to read: never hold the fill's buffer meanwhile
             await self.forwarder.forward(req, sink, fwd)

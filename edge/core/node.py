@@ -63,6 +63,7 @@ __all__ = ["EdgeCore"]
 
 GET, HEAD = b"GET", b"HEAD"
 NEVER = float("-inf")
+_NO_VERDICTS: dict[bytes, bool] = {}
 
 
 def _ttl(entry: Entry, now: float) -> int | None:
@@ -96,6 +97,7 @@ class EdgeCore:
         ttls = self.ttls = DefaultTtls(parse_ttl_rules(config.default_ttl))
         self.siblings = list(siblings)
         self.compressor = Compressor(config, self.memory)
+        self._verdicts = self.compressor.verdicts
         self.node_id = config.node_id or secrets.token_hex(8)
         """This node's id in CDN-Loop: the wiring gives all workers of a node the same one."""
         self.gateway = Gateway(config, build_router(config, clock, siblings), self.node_id)
@@ -148,6 +150,12 @@ class EdgeCore:
             entry = found.by_secondary.get(secondary_key(req, found.names))
             if entry is None:
                 return None
+            coding = entry.negotiated  # the upstream's coding: only for requests accepting it
+            if coding is not None:
+                accept = req.fields.get(b"accept-encoding")
+                verdict = self._verdicts.get(accept, _NO_VERDICTS).get(coding)
+                if not (self.compressor.accepts(accept, coding) if verdict is None else verdict):
+                    return None
         else:
             entry = found
         if now >= entry.fresh_until:
@@ -303,8 +311,9 @@ class EdgeCore:
         return purged
 
     def stats(self) -> dict[str, Any]:
-        """The node's counters: store, fills, upstream requests, hit-for-pass keys, and
-        ``traffic``: the answered requests (:meth:`RequestLog.snapshot`)."""
+        """The node's counters: store, compressions (pending, and skipped or dropped by the
+        backlog bounds of ``edge.core.codings``), fills, upstream requests, hit-for-pass keys,
+        and ``traffic``: the answered requests (:meth:`RequestLog.snapshot`)."""
         store = self.store
         counters = store.stats()
         return {
@@ -315,6 +324,9 @@ class EdgeCore:
             "misses": counters["misses"],
             "inserts": counters["inserts"],
             "evictions": counters["evictions"],
+            "compressions_pending": self.compressor.pending,
+            "compressions_skipped": self.compressor.skipped,
+            "compressions_dropped": self.compressor.dropped,
             "fills_in_flight": len(self.fills),
             "upstream_requests": self.gateway.requests,
             "sibling_requests": self.gateway.router.sibling_requests,

@@ -21,7 +21,10 @@ Rules this module guarantees:
   uncompressed asset beats an error page, and the client asked for no
   particular coding of the *status*;
 - ``normalise_for_key`` maps every header to the coding the node would send,
-  so a cache varies on at most ``len(supported) + 1`` keys, not on raw headers.
+  so a cache varies on at most ``len(supported) + 1`` keys, not on raw headers;
+- ``accepts`` says whether a body already in some coding (the upstream's) may be
+  sent for a header: every coding it lists has a q above 0 (or ``*`` does), an
+  absent header accepts anything, identity is always acceptable.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "ABSENT",
     "DEFAULT_PREFERENCE",
     "IDENTITY",
+    "accepts",
     "choose_encoding",
     "normalise_for_key",
     "parse_accept_encoding",
@@ -139,3 +143,24 @@ def normalise_for_key(value: bytes | None, supported: Sequence[bytes] = DEFAULT_
     browsers send a handful of distinct values, and the cache is bounded.
     """
     return _key(value, tuple(supported))
+
+
+@lru_cache(maxsize=1024)
+def accepts(value: bytes | None, content_coding: bytes) -> bool:
+    """Whether a body whose Content-Encoding is ``content_coding`` may answer this Accept-Encoding.
+
+    ``content_coding`` is a Content-Encoding value (a list when several codings were
+    applied): each coding must be acceptable, identity always is (a node sends identity
+    even to ``identity;q=0``, see above), and an absent header accepts any coding
+    (RFC 9110 §12.5.3). Memoised, like :func:`normalise_for_key`.
+    """
+    accept = parse_accept_encoding(value)
+    if accept is ABSENT:
+        return True
+    star = accept.get(b"*")
+    for member in split_list([content_coding]):
+        coding = member.lower()
+        coding = _ALIASES.get(coding, coding)
+        if coding != IDENTITY and not accept.get(coding, star):
+            return False
+    return True

@@ -104,12 +104,10 @@ async def fills_settled(edge: Edge, what: str = "the edge's fills finished") -> 
 async def compressions_settled(edge: Edge) -> None:
     """Wait until every compression the edge started so far has landed (or none was started).
 
-    The compressor makes large codings in a one-thread pool, first come first served, and
-    hands each result back to the loop with ``call_soon_threadsafe`` before the thread
-    takes the next job. A no-op queued behind them therefore completes, and is delivered
-    to this coroutine, only after every earlier result was attached and counted in
-    ``edge.core.compressions``. Small bodies are compressed inline and counted at once.
+    The compressor queues large codings on the loop and gives its thread one at a time;
+    ``pending`` counts the queued and the running one until its result is attached (or its
+    job dropped) on the loop, so at 0 every result is counted in ``edge.core.compressions``.
+    Small bodies are compressed inline and counted at once.
     """
-    pool = edge.core.compressor._pool
-    assert pool._max_workers == 1, "the flush below relies on the compressor's one worker thread"
-    await within(asyncio.get_running_loop().run_in_executor(pool, lambda: None), "compressions settled")
+    compressor = edge.core.compressor
+    await eventually(lambda: compressor.pending == 0, "compressions settled")
