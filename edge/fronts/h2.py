@@ -33,6 +33,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import time
 from typing import cast
 
@@ -42,6 +43,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 
 from edge.config import Config
 from edge.core import EdgeCore
@@ -49,6 +51,7 @@ from edge.core.sink import serve_guarded
 from edge.fronts.h1 import H1Protocol
 from edge.fronts.h2_limits import FrameMeter
 from edge.fronts.hit import FieldHitHead
+from edge.fronts.hpack_requests import RequestDecoder
 from edge.fronts.hpack_responses import ResponseEncoder
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
@@ -104,6 +107,114 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+Buffer = bytes | bytearray | memoryview
+
+_FRAME_HEAD = struct.Struct(">HBBBL")
+"""A frame header: length (24 bits, as 16 + 8), type, flags, stream id (RFC 9113 §4.1)."""
+_DATA, _HEADERS = 0x0, 0x1
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+_CONN_SEND_DATA = h2.connection.ConnectionInputs.SEND_DATA
+_CONN_SEND_HEADERS = h2.connection.ConnectionInputs.SEND_HEADERS
+_SEND_DATA = h2.stream.StreamInputs.SEND_DATA
+_SEND_HEADERS = h2.stream.StreamInputs.SEND_HEADERS
+_SEND_END_STREAM = h2.stream.StreamInputs.SEND_END_STREAM
+
+
+_DIRECT = 4096
+"""DATA payloads from this size on are handed to the transport as they are, not copied."""
+
+
+def _send_data(
+    conn: h2.connection.H2Connection,
+    h2_stream: h2.stream.H2Stream,
+    data: memoryview,
+    end: bool,
+    out: list[Buffer],
+) -> None:
+    """``conn.send_data(stream_id, data, end_stream=end)`` without h2's frame objects and copies.
+
+    The caller has checked ``data`` against the flow-control windows and the peer's frame
+    size. The same state machine inputs as h2's (so a closed stream or connection raises as
+    there), the same window accounting. A small frame goes into h2's output buffer (one
+    copy, where h2 makes three: bytes of the view, the serialised frame, the buffer); from
+    ``_DIRECT`` bytes on, h2's buffer with the frame header is moved to ``out`` followed by
+    the payload itself (no copy; TLS encrypts it from the stored body), and
+    :meth:`H2Protocol.flush` writes ``out`` and then h2's buffer, in order.
+    """
+    conn.state_machine.process_input(_CONN_SEND_DATA)
+    machine = h2_stream.state_machine
+    machine.process_input(_SEND_DATA)
+    if end:
+        machine.process_input(_SEND_END_STREAM)
+    size = len(data)
+    h2_stream.outbound_flow_control_window -= size
+    conn.outbound_flow_control_window -= size
+    buf = conn._data_to_send
+    buf += _FRAME_HEAD.pack(size >> 8, size & 0xFF, _DATA, _END_STREAM if end else 0, h2_stream.stream_id)
+    if size < _DIRECT:
+        buf += data
+    else:
+        conn._data_to_send = bytearray()
+        out.append(buf)
+        out.append(data)
+
+
+def _send_block(
+    conn: h2.connection.H2Connection, h2_stream: h2.stream.H2Stream, block: bytes, end: bool
+) -> None:
+    """``conn.send_headers`` of a response whose field block is already encoded (a hit's, by
+    :class:`ResponseEncoder`, which never touches the dynamic table), in one HEADERS frame.
+
+    The caller has checked that ``block`` fits one frame, that the encoder owes no table size
+    update and that the fields are a final response (``:status`` >= 200). The same state
+    machine inputs as h2's ``send_headers``; as there, the stream forgets a request method.
+    """
+    conn.state_machine.process_input(_CONN_SEND_HEADERS)
+    machine = h2_stream.state_machine
+    machine.process_input(_SEND_HEADERS)
+    flags = _END_HEADERS
+    if end:
+        machine.process_input(_SEND_END_STREAM)
+        flags |= _END_STREAM
+    h2_stream.request_method = None
+    size = len(block)
+    out = conn._data_to_send
+    out += _FRAME_HEAD.pack(size >> 8, size & 0xFF, _HEADERS, flags, h2_stream.stream_id)
+    out += block
+
+
+class _H2HitHead(FieldHitHead):
+    """A hit's fields for HTTP/2 and their HPACK block, encoded on the first hit of each second."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.block: bytes | None = None
+
+    def refresh(self, age: int, cache_status: bytes) -> None:
+        super().refresh(age, cache_status)
+        self.block = None
+
+
+class _LazyRepr:
+    """``repr(obj)`` computed only if it is formatted (``%s``)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return repr(self.obj)
+
+
+# h2 formats every received frame for its trace log whether or not anything logs it
+# (``logger.trace("Received frame: %s", repr(frame))`` in H2Connection._receive_frame, its
+# only use of ``repr``): ≈ 5 % of the front's CPU for a 1 KiB hit. The name resolves in the
+# module's globals first, so the repr is made lazy there; a trace log still shows it.
+h2.connection.repr = _LazyRepr  # type: ignore[attr-defined]
+
 _STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError)
 """What h2 raises on a send to a stream it has already closed and dropped (reset by the
 client in the read being handled): StreamIDTooLowError once the stream left its table."""
@@ -135,7 +246,15 @@ class _Stream:
             waiter.set_result(None)
 
 
-class H2Protocol(asyncio.Protocol):
+_READ_BUFFER = memoryview(bytearray(262144))
+"""Where the TLS transport decrypts every connection's reads (the protocol is a
+BufferedProtocol). One per process: ``buffer_updated`` copies the bytes out before anything
+else can read into it. uvloop otherwise calls ``SSLObject.read(256 KiB)`` per read, which
+allocates a 256 KiB bytes object (an mmap, a shrink and an munmap) for a read of a few hundred
+bytes (MagicStack/uvloop#726)."""
+
+
+class H2Protocol(asyncio.BufferedProtocol):
     """One TLS connection: HTTP/2 when ALPN says h2, else handed to :class:`H1Protocol`."""
 
     def __init__(self, core: EdgeCore, config: Config, connections: set[H2Protocol] | None = None) -> None:
@@ -158,6 +277,8 @@ class H2Protocol(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.closing = False
         self.write_paused = False
+        self.out: list[Buffer] = []
+        """Output before h2's buffer: large DATA payloads and what preceded them (see flush)."""
         self.backlog = b""
         """The part of a read left for a later event-loop turn (reading is paused meanwhile)."""
         self.sent_frames = 0
@@ -175,6 +296,7 @@ class H2Protocol(asyncio.Protocol):
             )
         )
         self.encoder = self.conn.encoder = ResponseEncoder()  # before any SETTINGS: see hpack_responses
+        self.conn.decoder = RequestDecoder()  # indexed-only request blocks decoded once: see hpack_requests
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -248,9 +370,23 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.closing:
-            self.transport.write(data)
+        # conn.data_to_send() without its copy: the buffer itself is handed to the transport
+        # and h2 starts a new one (h2 only ever appends to ``_data_to_send`` by rebinding it).
+        # Large DATA payloads wait in ``self.out`` (see _send_data), written with one call.
+        conn = self.conn
+        data = conn._data_to_send
+        out = self.out
+        if out:
+            if data:
+                out.append(data)
+                conn._data_to_send = bytearray()
+            self.out = []
+            if self.transport is not None and not self.closing:
+                self.transport.writelines(out)
+        elif data:
+            conn._data_to_send = bytearray()
+            if self.transport is not None and not self.closing:
+                self.transport.write(data)
 
     def close(self, error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Send GOAWAY and close (also used at shutdown)."""
@@ -293,6 +429,13 @@ class H2Protocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
             self.abort_later()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self.closing:
+            self.data_received(_READ_BUFFER[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -490,9 +633,9 @@ class H2Protocol(asyncio.Protocol):
         if entry is None:
             return False
         age = int(entry.corrected_initial_age + (now - entry.response_time))
-        memo: FieldHitHead | None = entry.wire.get("h2")
+        memo: _H2HitHead | None = entry.wire.get("h2")
         if memo is None:
-            memo = entry.wire["h2"] = FieldHitHead(
+            memo = entry.wire["h2"] = _H2HitHead(
                 entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally
             )
         if memo.age != age:
@@ -502,17 +645,29 @@ class H2Protocol(asyncio.Protocol):
         memo.hits += 1  # the request counters (edge.core.observe)
         if self.tally.access is not None:
             self.tally.logged_hit(req, memo)
-        encoder = self.encoder
-        encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
-        try:
-            if req.method == b"HEAD" or not body:
-                memo.heads += 1
-                self.conn.send_headers(stream_id, memo.head, end_stream=True)
-                self.streams.pop(stream_id, None)
-                return True
-            self.conn.send_headers(stream_id, memo.head)
-        finally:
-            encoder.memoise = False
+        end = req.method == b"HEAD" or not body
+        conn = self.conn
+        block = memo.block
+        if block is None:
+            encoder = self.encoder
+            encoder.memoise = True  # a hit's fields repeat until the next second: keep the block
+            try:
+                memo.block = block = encoder.encode_plain(memo.head)
+            finally:
+                encoder.memoise = False
+        h2_stream = conn.streams.get(stream_id)
+        if (
+            h2_stream is not None
+            and len(block) <= conn.max_outbound_frame_size
+            and not self.encoder.header_table.resized
+        ):
+            _send_block(conn, h2_stream, block, end)
+        else:  # a table size update owed, a block over one frame, a stream h2 has dropped
+            conn.send_headers(stream_id, memo.head, end_stream=end)
+        if end:
+            memo.heads += 1
+            self.streams.pop(stream_id, None)
+            return True
         stream.pending.append(memoryview(body))
         stream.end = True
         self.pump(stream_id, stream)
@@ -573,22 +728,27 @@ class H2Protocol(asyncio.Protocol):
         """Send what the windows allow of the stream's pending bytes, then END_STREAM when due."""
         if stream.ended or self.closing:
             return
-        if not self.write_paused:
+        if not self.write_paused and stream.pending:
             conn = self.conn
             pending = stream.pending
+            h2_stream = conn.streams.get(stream_id)
+            if h2_stream is None:
+                conn.local_flow_control_window(stream_id)  # h2's error for a stream it dropped
+                raise h2.exceptions.StreamClosedError(stream_id)
+            max_frame = conn.max_outbound_frame_size
             while pending:
-                window = conn.local_flow_control_window(stream_id)
+                window = min(conn.outbound_flow_control_window, h2_stream.outbound_flow_control_window)
                 if window <= 0:
                     break
                 chunk = pending[0]
-                size = min(window, conn.max_outbound_frame_size, len(chunk))
+                size = min(window, max_frame, len(chunk))
                 last = size == len(chunk)
                 if last:
                     pending.popleft()
                 else:
                     pending[0] = chunk[size:]
                 end = last and stream.end and not pending
-                conn.send_data(stream_id, chunk[:size] if not last else chunk, end_stream=end)
+                _send_data(conn, h2_stream, chunk[:size] if not last else chunk, end, self.out)
                 self.sent_frames += 1
                 self.meter.sent_data()
                 if end:

@@ -57,6 +57,19 @@ class ResponseEncoder(Encoder):
                 _blocks[fields] = block
         return prefix + block
 
+    def encode_plain(self, headers: Iterable[Any]) -> bytes:
+        """The block of ``headers`` without the table size update a resize owes (which the
+        next :meth:`encode` sends): the memoised block a front frames itself."""
+        fields = tuple(headers)
+        block = _blocks.get(fields)
+        if block is None:
+            block = self._encode_block(fields, True)
+            if self.memoise and len(block) <= _MEMO_MAX_BLOCK:
+                if len(_blocks) >= _MEMO_LIMIT:
+                    _blocks.clear()
+                _blocks[fields] = block
+        return block
+
     def _encode_block(self, fields: tuple[Any, ...], huffman: bool) -> bytes:
         out = []
         for field in fields:
