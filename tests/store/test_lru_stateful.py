@@ -264,7 +264,8 @@ class SideEffectKey:
         s, self.store = self.store, None  # act once
         if s is not None:
             if self.action == 0:
-                s.put(f"side-{self.name}", 0, 1)
+                with contextlib.suppress(ValueError):  # capacity 0: a charge of 1 does not fit
+                    s.put(f"side-{self.name}", 0, 1)
             elif self.action == 1:
                 s.clear()
             elif self.action == 2:
