@@ -246,15 +246,7 @@ class _Stream:
             waiter.set_result(None)
 
 
-_READ_BUFFER = memoryview(bytearray(262144))
-"""Where the TLS transport decrypts every connection's reads (the protocol is a
-BufferedProtocol). One per process: ``buffer_updated`` copies the bytes out before anything
-else can read into it. uvloop otherwise calls ``SSLObject.read(256 KiB)`` per read, which
-allocates a 256 KiB bytes object (an mmap, a shrink and an munmap) for a read of a few hundred
-bytes (MagicStack/uvloop#726)."""
-
-
-class H2Protocol(asyncio.BufferedProtocol):
+class H2Protocol(asyncio.Protocol):
     """One TLS connection: HTTP/2 when ALPN says h2, else handed to :class:`H1Protocol`."""
 
     def __init__(self, core: EdgeCore, config: Config, connections: set[H2Protocol] | None = None) -> None:
@@ -429,13 +421,6 @@ class H2Protocol(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
             self.abort_later()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if not self.closing:
-            self.data_received(_READ_BUFFER[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
