@@ -135,6 +135,8 @@ class H1Protocol(asyncio.Protocol):
         LIVE.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client_closed()
         if self.clients is not None:
             self.clients.closed(self.client)
             self.clients = None
@@ -343,14 +345,12 @@ class H1Protocol(asyncio.Protocol):
         if not self.core.clients.tunnel_opened(self.client):
             self._reject(Refusal(503, "too many WebSocket tunnels"))
             return
-        self.tunnel = Tunnel(self, req)
-        self.active = asyncio.get_running_loop().create_task(self._run_tunnel(self.tunnel, req))
-
-    async def _run_tunnel(self, tunnel: Tunnel, req: Request) -> None:
+        tunnel = self.tunnel = Tunnel(self, req)
         started = time.perf_counter()
-        try:
-            await tunnel.run()
-        finally:
+        task = self.active = asyncio.get_running_loop().create_task(_run(tunnel))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            # A done callback, not a finally: it runs even for a task cancelled before it started.
             self.core.clients.tunnel_closed(self.client)
             if self.requests is not None:
                 self.requests.tunnelled(req, tunnel.status, tunnel.sent, started)
@@ -358,6 +358,8 @@ class H1Protocol(asyncio.Protocol):
             self.closing = True
             if self.transport is not None:
                 self.transport.close()
+
+        task.add_done_callback(ended)
 
     # -- answering ---------------------------------------------------------------
     def _try_hit(self, req: Request, keep_alive: bool) -> bool:
@@ -428,6 +430,10 @@ class H1Protocol(asyncio.Protocol):
         still go out first); True when it was closed or is closing."""
         if self.closing or self.transport is None:
             return True
+        if self.tunnel is not None:  # a WebSocket has no end to wait for: it is closed now
+            self.closing = True
+            self.transport.close()
+            return True
         if self.active is not None or self.queue:
             return False
         self.closing = True
@@ -444,7 +450,11 @@ class H1Protocol(asyncio.Protocol):
         status = refusal.status
         body = refusal.body
         if self.requests is not None:
-            self.requests.refused("h1", self.client, None, self.url, status, len(body))
+            method = host = None
+            if not self.in_head:  # refused once its head was parsed (429, 421, 405, ...)
+                method = self.parser.get_method()
+                host = next((v for k, v in self.headers if k.lower() == b"host"), None)
+            self.requests.refused("h1", self.client, method, self.url, status, len(body), host)
         extra = b"".join(b"%s: %s\r\n" % field for field in refusal.fields)
         self.pending_reject = (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%sContent-Length: %d\r\n"
@@ -548,3 +558,7 @@ class H1Sink:
 
 
 H1Protocol.sink_class = H1Sink
+
+
+async def _run(tunnel: Tunnel) -> None:
+    await tunnel.run()

@@ -66,12 +66,21 @@ class Tunnel:
         self.done = asyncio.Event()
         self.status = 0
         """The status the client got (101 once the tunnel opened); 0 until then."""
+        self.switched = False
+        """The origin answered 101: bytes flow both ways from now on."""
 
     # -- client side (called by the HTTP/1.1 front) ------------------------------------------------
     def from_client(self, data: bytes) -> None:
         self.last = time.monotonic()
         writer = self.writer
-        if writer is None:
+        if writer is None or not self.switched:
+            # Until the origin switched protocols, client bytes are held, never forwarded: a
+            # refused handshake must not carry raw requests past the node's request rules.
+            if len(self.pending) + len(data) > HEAD_LIMIT:
+                transport = self.proto.transport
+                if transport is not None:
+                    transport.pause_reading()
+                return
             self.pending += data
             return
         writer.write(data)
@@ -88,6 +97,7 @@ class Tunnel:
             transport.resume_reading()
 
     def client_closed(self) -> None:
+        """The client's connection is gone: the relay ends."""
         self.done.set()
 
     # -- the tunnel --------------------------------------------------------------------------------
@@ -112,9 +122,6 @@ class Tunnel:
             lines += [name + b": " + value + b"\r\n" for name, value in fields]
             lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
             writer.write(b"".join(lines))
-            if self.pending:
-                writer.write(bytes(self.pending))
-                self.pending.clear()
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), config.read_timeout)
             except TimeoutError:
@@ -128,9 +135,18 @@ class Tunnel:
             self._to_client(head)
             self.status = status
             if status != 101:
-                # Not switched: relay what the origin sends until it closes, then close.
-                await self._relay_from_origin(reader, config.read_timeout)
+                # Not switched: relay the answer (its Content-Length, else until the origin
+                # closes), drop what the client sent meanwhile, and close.
+                self.pending.clear()
+                await self._relay_answer(reader, head, config.read_timeout)
                 return status
+            self.switched = True
+            if self.pending:
+                writer.write(bytes(self.pending))
+                self.pending.clear()
+            transport = self.proto.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
             await self._relay(reader, config.tunnel_idle_timeout)
             return status
         finally:
@@ -168,6 +184,24 @@ class Tunnel:
             if proto.write_paused:
                 await proto.drain()
 
+    async def _relay_answer(self, reader: asyncio.StreamReader, head: bytes, timeout: float) -> None:
+        """The body of an answer that did not switch: as long as its Content-Length says."""
+        length = _content_length(head)
+        if length is None:
+            await self._relay_from_origin(reader, timeout)
+            return
+        while length > 0:
+            try:
+                data = await asyncio.wait_for(reader.read(min(length, 65536)), timeout)
+            except (TimeoutError, ConnectionError):
+                return
+            if not data:
+                return
+            length -= len(data)
+            self._to_client(data)
+            if self.proto.write_paused:
+                await self.proto.drain()
+
     def _to_client(self, data: bytes) -> None:
         transport = self.proto.transport
         if transport is not None and not transport.is_closing():
@@ -182,6 +216,14 @@ class Tunnel:
             b"Connection: close\r\n\r\n" % (status, reason_phrase(status), len(body)) + body
         )
         return status
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 def _status_of(head: bytes) -> int | None:

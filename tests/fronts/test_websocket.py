@@ -14,6 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.nodes import Clock, start_edge
+from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -95,6 +96,46 @@ async def test_an_unreachable_origin_is_a_502(clock: Clock) -> None:
             async with connect(f"ws://127.0.0.1:{node.port}/"):
                 pass
         assert refused.value.response.status_code == 502
+    finally:
+        node.server.close()
+        await node.core.aclose()
+
+
+async def test_a_refused_handshake_carries_no_client_bytes_to_the_origin(
+    origin: ScriptedOrigin, clock: Clock
+) -> None:
+    """An origin answering the upgrade with a keep-alive 404: the bytes the client sent after its
+    handshake are never forwarded (they would skip every request rule of the node)."""
+    origin.routes["/ws"] = fixed(404, b"no websocket here")
+    node = await start_edge(origin.url, clock)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: cdn.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            b"GET /admin HTTP/1.1\r\nHost: internal.example\r\nX-Forwarded-Host: evil.example\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)  # the edge closes after the 404
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 404") and answer.endswith(b"no websocket here")
+        assert answer.count(b"HTTP/1.1") == 1
+        assert [s.target for s in origin.seen] == [b"/ws"]
+    finally:
+        node.server.close()
+        await node.core.aclose()
+
+
+async def test_sigterm_drain_closes_open_tunnels_at_once(ws_origin: Server, clock: Clock) -> None:
+    from edge.fronts.h1 import LIVE
+
+    node = await start_edge(f"http://127.0.0.1:{port_of(ws_origin)}", clock)
+    try:
+        async with connect(f"ws://127.0.0.1:{node.port}/", ping_interval=None) as ws:
+            assert (await ws.recv()).startswith("welcome")
+            assert all(proto.close_when_idle() for proto in list(LIVE))  # what the drain asks
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was counted closed")
     finally:
         node.server.close()
         await node.core.aclose()

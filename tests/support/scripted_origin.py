@@ -167,7 +167,15 @@ class OriginConnection(asyncio.Protocol):
             # Extension methods reach this origin too; llhttp knows a fixed list.
             self._method_override = method
             data = b"POST" + data[len(method) :]
-        self.parser.feed_data(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # An Upgrade request (a WebSocket handshake) is answered as plain HTTP here, and
+            # what followed it is parsed as the next requests (llhttp stops at an upgrade).
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
 
     def on_message_begin(self) -> None:
         self._url = b""
