@@ -311,6 +311,12 @@ class Config:
             self.quic_listen = self.tls_listen
 
     def validate(self) -> None:
+        counts = ("max_client_connections", "rate_limit", "rate_burst", "max_tunnels", "max_client_tunnels")
+        for name in counts:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
+        if self.tunnel_idle_timeout <= 0:
+            raise ConfigError(f"tunnel_idle_timeout must be above 0 seconds, got {self.tunnel_idle_timeout}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         check_upstream_url(self.upstream)

@@ -33,7 +33,8 @@ FAST_HIT_BLOCKERS = frozenset(
 """Request fields whose rules run only on the full path (``EdgeCore.serve``): the request's
 own directives (RFC 9111 §5.2.1, §5.4), its preconditions (RFC 9110 §13), ranges
 (RFC 9110 §14), and an Upgrade (a WebSocket handshake is tunnelled, never a cache hit:
-``edge.fronts.tunnel``, checked where the HTTP/1.1 front starts the full path). A request carrying any of them never takes the fast hit.
+``edge.fronts.tunnel``, checked where the HTTP/1.1 front starts the full path). A request
+carrying any of them never takes the fast hit.
 
 Every request field a rule in ``edge.cache`` or ``edge.core`` reads is listed here, in
 :data:`FAST_HIT_APPLIES` or in :data:`MISS_ONLY_FIELDS`; tests/cache/test_fast_path.py

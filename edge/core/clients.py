@@ -13,6 +13,8 @@ Guarantees:
   request one ``is None`` test in the front;
 - at most ``max_tunnels`` WebSocket tunnels are open in a worker and ``max_client_tunnels``
   per address (0: no cap); the next upgrade is refused;
+- addresses in ``trusted_proxies`` (a shield's edges, a load balancer) are never refused by
+  either: one such address carries many clients;
 - the memory is bounded: at most :data:`TRACKED` buckets are kept (the least recently
   used address is forgotten, which can only be generous to it), and an address with no
   open connection holds no connection entry.
@@ -23,6 +25,8 @@ from __future__ import annotations
 import math
 
 from cachetools import LRUCache
+
+from edge.http.peers import TrustedProxies
 
 __all__ = ["TRACKED", "ClientLimits", "RateLimit"]
 
@@ -60,7 +64,8 @@ class ClientLimits:
     """The connection cap and (when on) the rate limit of one worker."""
 
     __slots__ = (
-        "connections", "max_client_tunnels", "max_connections", "max_tunnels", "rate", "refused_connections",
+        "connections", "exempt", "max_client_tunnels", "max_connections", "max_tunnels", "rate",
+        "refused_connections",
         "refused_requests", "refused_tunnels", "tunnels", "tunnels_by_client",
     )  # fmt: skip
 
@@ -71,7 +76,11 @@ class ClientLimits:
         burst: int = 0,
         max_tunnels: int = 0,
         max_client_tunnels: int = 0,
+        exempt: TrustedProxies | None = None,
     ) -> None:
+        """``exempt``: peers (``trusted_proxies``: an edge seen by its shield, a load balancer)
+        that carry many clients' traffic from one address, so neither cap nor rate applies."""
+        self.exempt = exempt
         self.max_connections = max_connections
         self.max_tunnels = max_tunnels
         self.max_client_tunnels = max_client_tunnels
@@ -91,6 +100,8 @@ class ClientLimits:
         it was not counted)."""
         held = self.connections.get(client, 0)
         if self.max_connections and held >= self.max_connections:
+            if self.exempt is not None and self.exempt.trusts(client):
+                return True  # not counted: closed() finds nothing to give back
             self.refused_connections += 1
             return False
         self.connections[client] = held + 1
@@ -130,5 +141,7 @@ class ClientLimits:
         assert self.rate is not None
         wait = self.rate.retry_after(client, now)
         if wait:
+            if self.exempt is not None and self.exempt.trusts(client):
+                return 0
             self.refused_requests += 1
         return wait

@@ -57,6 +57,7 @@ from edge.core.sink import ResponseSink
 from edge.core.slices import Slices
 from edge.http.fields import Headers, split_list
 from edge.http.message import Request
+from edge.http.peers import TrustedProxies
 from edge.upstream.router import Router
 
 __all__ = ["EdgeCore"]
@@ -129,6 +130,7 @@ class EdgeCore:
             config.rate_burst,
             config.max_tunnels,
             config.max_client_tunnels,
+            TrustedProxies.of(config.trusted_proxies),
         )
         """Per-client-address connection cap and rate limit, applied by the fronts."""
         self.requests = RequestLog()

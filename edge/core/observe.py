@@ -243,7 +243,14 @@ class RequestLog:
             self.write(req, status, sent, None, upstream, total)
 
     def refused(
-        self, protocol: str, client: str, method: bytes | None, target: bytes, status: int, sent: int
+        self,
+        protocol: str,
+        client: str,
+        method: bytes | None,
+        target: bytes,
+        status: int,
+        sent: int,
+        host: bytes | None = None,
     ) -> None:
         """Count (and log) a request a front refused before the core saw it."""
         self.counts[protocol, status, "none"] += 1
@@ -256,7 +263,7 @@ class RequestLog:
                     "client": client,
                     "protocol": PROTOCOL_NAMES.get(protocol, protocol),
                     "method": (method or b"").decode("latin-1"),
-                    "host": "",
+                    "host": (host or b"")[:LOGGED_TARGET].decode("latin-1"),
                     "target": target[:LOGGED_TARGET].decode("latin-1"),
                     "status": status,
                     "bytes": sent,

@@ -556,7 +556,7 @@ class H2Protocol(asyncio.Protocol):
                 raise Refusal(400, f"malformed request: {malformed}")
             req = self.rules.from_pseudo(method, path, authority, headers, self.client, "2")
         except Refusal as refusal:
-            self.refuse(stream_id, stream, refusal, method, path)
+            self.refuse(stream_id, stream, refusal, method, path, authority or dict(headers).get(b"host"))
             return
         stream.req = req
         if event.stream_ended is not None and not self.try_hit(stream_id, stream, req):
@@ -574,7 +574,9 @@ class H2Protocol(asyncio.Protocol):
         stream.body_size += len(data)
         if stream.body_size > self.max_body:
             stream.body.clear()
-            self.refuse(stream_id, stream, body_too_large(), stream.req.method, stream.req.target)
+            self.refuse(
+                stream_id, stream, body_too_large(), stream.req.method, stream.req.target, stream.req.host
+            )
             return
         stream.body.append(data)
 
@@ -680,6 +682,7 @@ class H2Protocol(asyncio.Protocol):
         refusal: Refusal,
         method: bytes | None,
         target: bytes | None = None,
+        host: bytes | None = None,
     ) -> None:
         """Answer a request the core never sees with its refusal's text (no body to HEAD).
 
@@ -689,7 +692,7 @@ class H2Protocol(asyncio.Protocol):
         """
         body = refusal.body
         sent = 0 if method == b"HEAD" else len(body)
-        self.requests.refused("h2", self.client, method, target or b"", refusal.status, sent)
+        self.requests.refused("h2", self.client, method, target or b"", refusal.status, sent, host)
         head: Headers = [
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),

@@ -242,7 +242,7 @@ class H3Session:
         try:
             req = self.rules.from_pseudo(method, path, authority, regular, self._client(), "3")
         except Refusal as refusal:
-            self._refuse(stream_id, refusal, method, ended, path)
+            self._refuse(stream_id, refusal, method, ended, path, authority or dict(regular).get(b"host"))
             return
         if ended:
             self._request(stream_id, req)
@@ -260,7 +260,9 @@ class H3Session:
         stream.size += len(data)
         if stream.size > self.max_body:
             del self.partial[stream_id]
-            self._refuse(stream_id, body_too_large(), stream.req.method, ended, stream.req.target)
+            self._refuse(
+                stream_id, body_too_large(), stream.req.method, ended, stream.req.target, stream.req.host
+            )
             return
         if data:
             stream.body.append(data)
@@ -274,10 +276,9 @@ class H3Session:
         method = req.method
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
-        if entry is not None:
-            if len(entry.body) <= CHUNK or method == b"HEAD":
-                self._send_small_hit(stream_id, entry, req, now)
-                return
+        if entry is not None and (len(entry.body) <= CHUNK or method == b"HEAD"):
+            self._send_small_hit(stream_id, entry, req, now)
+            return
         task = self.loop.create_task(self._serve(stream_id, req, entry, now))
         self.tasks[stream_id] = task
         task.add_done_callback(lambda _: self._done(stream_id, task))
@@ -325,7 +326,13 @@ class H3Session:
         self.transmit_soon()
 
     def _refuse(
-        self, stream_id: int, refusal: Refusal, method: bytes | None, ended: bool, target: bytes | None = None
+        self,
+        stream_id: int,
+        refusal: Refusal,
+        method: bytes | None,
+        ended: bool,
+        target: bytes | None = None,
+        host: bytes | None = None,
     ) -> None:
         """Answer a request the core never sees with its refusal's text (no body to HEAD).
 
@@ -334,7 +341,7 @@ class H3Session:
         """
         body = refusal.body
         sent = 0 if method == b"HEAD" else len(body)
-        self.requests.refused("h3", self._client(), method, target or b"", refusal.status, sent)
+        self.requests.refused("h3", self._client(), method, target or b"", refusal.status, sent, host)
         head = [
             (b":status", b"%d" % refusal.status),
             (b"content-type", b"text/plain; charset=utf-8"),

@@ -110,14 +110,16 @@ def transfer_codings(headers: Headers) -> list[bytes]:
 def read_until_close(headers: Headers) -> tuple[bool, bool]:
     """A response's framing by RFC 9112 §6.3: (its body ends with the close, it is transfer-coded).
 
-    Transfer-coded: a Transfer-Encoding whose final coding is not ``chunked``; such a body
-    is read until the connection closes, and its bytes are not the representation. With
-    neither Transfer-Encoding nor Content-Length a body also ends with the close.
+    Transfer-coded: a Transfer-Encoding naming any coding besides ``chunked`` (``gzip,
+    chunked`` too: llhttp removes the chunking, the bytes stay gzip); such bytes are not the
+    representation and are never stored. A body whose final coding is not ``chunked`` is
+    read until the connection closes. With neither Transfer-Encoding nor Content-Length a
+    body also ends with the close.
     """
     codings = transfer_codings(headers)
-    coded = bool(codings) and codings[-1] != b"chunked"
     if codings:
-        return coded, coded
+        until_close = codings[-1] != b"chunked"
+        return until_close, until_close or any(coding != b"chunked" for coding in codings)
     return not get_all(headers, b"content-length"), False
 
 

@@ -296,6 +296,8 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
+        self.closed = False
+        """Closed by its router's retirement: connections given back are closed, not kept."""
         self._idle: list[_Connection] = []
 
     async def _connect(self) -> _Connection:
@@ -318,6 +320,9 @@ class UpstreamPool:
         return conn
 
     def _return(self, conn: _Connection) -> None:
+        if self.closed:  # a router retired by a reload: a response that ended late closes its connection
+            conn.abort()
+            return
         if len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:
@@ -374,6 +379,8 @@ class UpstreamPool:
         return UpstreamResponse(conn, conn.status, conn.reason, conn.headers)
 
     def close(self) -> None:
+        """Close the idle connections; one still carrying a response closes when it ends."""
+        self.closed = True
         for conn in self._idle:
             conn.abort()
         self._idle.clear()

@@ -9,7 +9,8 @@ seconds after its first line, so a request costs the rendering and no system cal
 Guarantees:
 - every line is one complete JSON object followed by ``\\n``; workers of one node write
   to the same stdout or file: to a pipe in writes of at most ``PIPE_BUF`` bytes ending at
-  a line boundary, to a file opened ``O_APPEND``, so lines of two workers never mix;
+  a line boundary, to a file opened ``O_APPEND``, so lines of two workers do not mix (one
+  line longer than ``PIPE_BUF`` written to a shared pipe can);
 - the event loop never blocks on the destination: a stalled reader (a full pipe, a slow
   disk) fills a bounded queue of batches, after which batches are dropped and counted
   (:attr:`AccessLog.dropped`, exported as ``edge_access_log_dropped_lines_total``);
@@ -159,9 +160,15 @@ class AccessLog:
             if data is None:
                 break
             if self._reopen.is_set():
+                try:
+                    fresh = self._open()
+                except OSError as exc:  # keep writing where it was; the next SIGHUP tries again
+                    why = exc.strerror or exc
+                    print(f"edge: access log {self.destination} not reopened: {why}", file=sys.stderr)
+                else:
+                    old, self.fd = self.fd, fresh
+                    os.close(old)
                 self._reopen.clear()
-                old, self.fd = self.fd, self._open()
-                os.close(old)
             try:
                 self._write(data)
             except OSError as exc:

@@ -367,7 +367,7 @@ class AcmeManager:
             started = time.monotonic()
             try:
                 issued = await _until(stop, _in_thread(loop, lambda: self._order(loop)))
-            except AcmeError as exc:
+            except Exception as exc:  # an AcmeError, or the disk, a lock, the loop: retried alike
                 self.failures += 1
                 serving = "the previous certificate" if held is not None else "the temporary certificate"
                 _say(f"order for {names} failed: {exc}; still serving {serving}; next try in {retry:g} s")

@@ -53,3 +53,16 @@ def test_admitted_requests_never_exceed_the_bucket(rate: float, burst: int, gaps
             admitted += 1
         # Over any run from the start, a bucket admits its burst plus what it refilled.
         assert admitted <= burst + rate * now + 1e-6
+
+
+def test_trusted_proxies_are_never_refused() -> None:
+    from edge.http.peers import TrustedProxies
+
+    limits = ClientLimits(max_connections=1, rate=0.001, burst=1, exempt=TrustedProxies.of("10.0.0.0/8"))
+    assert limits.opened("10.1.2.3") and limits.opened("10.1.2.3") and limits.opened("10.1.2.3")
+    assert limits.opened("192.0.2.1") and not limits.opened("192.0.2.1")
+    assert [limits.retry_after("10.1.2.3", 0.0) for _ in range(3)] == [0, 0, 0]
+    assert limits.retry_after("192.0.2.1", 0.0) == 0 and limits.retry_after("192.0.2.1", 0.0) > 0
+    for _ in range(3):
+        limits.closed("10.1.2.3")
+    assert "10.1.2.3" not in limits.connections  # nothing left over, nothing negative

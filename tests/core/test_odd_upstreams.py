@@ -341,3 +341,25 @@ async def test_a_valid_cdn_cache_control_overrides_cache_control(origin: Scripte
         await client.get("/t")
         assert (await client.get("/t")).headers["x-cache"] == "HIT"
     assert origin.count("/t") == 1
+
+
+async def test_a_coding_under_chunked_is_never_stored(origin: ScriptedOrigin, edge: Edge) -> None:
+    """``Transfer-Encoding: gzip, chunked``: llhttp removes the chunking, the bytes stay gzip;
+    they are not the representation, so they must never be stored and served as one."""
+    import gzip
+
+    coded = gzip.compress(b"the representation\n")
+
+    async def route(seen: Seen, conn: OriginConnection) -> None:
+        conn.write(
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(coded), coded)
+        )
+
+    origin.routes["/gz"] = route  # type: ignore[assignment]
+    async with edge.client() as client:
+        first = await client.get("/gz")
+        again = await client.get("/gz")
+    assert origin.count("/gz") == 2
+    assert "detail=transfer-coded" in again.headers["cache-status"]
+    assert "stored" not in first.headers["cache-status"].split("; ")

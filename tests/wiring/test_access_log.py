@@ -7,6 +7,7 @@ writer on its own with a real pipe nobody reads and a file logrotate moves away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -76,11 +77,18 @@ def test_a_stalled_reader_never_blocks_the_loop_and_dropped_lines_are_counted() 
         slowest = asyncio.run(flood())
         assert slowest < 0.05, f"a log call waited {slowest:.3f} s on a stalled destination"
         assert log.dropped > 0
+        # What is still queued goes to /dev/null, not to the terminal once stdout is back.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        os.close(read_end)  # the blocked write fails (EPIPE); the rest drains to /dev/null
+        log.close(timeout=5)
     finally:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(write_end)
-        os.close(read_end)  # the writer thread's blocked write now fails; it is a daemon
+        with contextlib.suppress(OSError):
+            os.close(read_end)
 
 
 def test_lines_are_whole_json_objects_and_reopen_follows_logrotate(tmp_path: Path) -> None:
@@ -228,3 +236,26 @@ def test_two_workers_write_whole_lines_to_one_file(site: int, tmp_path: Path) ->
     client_lines = [line for line in lines if str(line["target"]).startswith("/app.js?")]
     assert sorted(int(str(line["target"]).split("?")[1]) for line in client_lines) == list(range(requests))
     assert {line["worker"] for line in client_lines} <= {0, 1}
+
+
+def test_a_reopen_that_fails_keeps_the_log_writing_where_it_was(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "access.log"
+    log = AccessLog(str(path))
+
+    async def write(n: int, start: int) -> None:
+        for i in range(n):
+            log(record(target=f"/{start + i}"))
+        log.flush()
+
+    asyncio.run(write(10, 0))
+    wait_until(lambda: len(lines_of(path)) == 10, "the first lines written")
+    moved = tmp_path / "moved"
+    logs.rename(moved)  # the directory is gone: the reopen cannot create the file
+    log.reopen()
+    asyncio.run(write(10, 10))
+    log.close()
+    assert log._thread.is_alive() is False  # it ended at close, not at the failed reopen
+    assert [r["target"] for r in lines_of(moved / "access.log")] == [f"/{i}" for i in range(20)]
+    assert log.dropped == 0
