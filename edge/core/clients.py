@@ -109,11 +109,7 @@ class ClientLimits:
 
     def closed(self, client: str) -> None:
         """A connection :meth:`opened` admitted has closed."""
-        held = self.connections.get(client, 0)
-        if held <= 1:
-            self.connections.pop(client, None)
-        else:
-            self.connections[client] = held - 1
+        _give_back(self.connections, client)
 
     def tunnel_opened(self, client: str) -> bool:
         """A WebSocket tunnel for ``client`` may open (False: over a cap, refuse it; not counted)."""
@@ -130,11 +126,7 @@ class ClientLimits:
     def tunnel_closed(self, client: str) -> None:
         """A tunnel :meth:`tunnel_opened` admitted has ended."""
         self.tunnels -= 1
-        held = self.tunnels_by_client.get(client, 0)
-        if held <= 1:
-            self.tunnels_by_client.pop(client, None)
-        else:
-            self.tunnels_by_client[client] = held - 1
+        _give_back(self.tunnels_by_client, client)
 
     def retry_after(self, client: str, now: float) -> int:
         """0: serve the request; otherwise refuse it, retry after that many seconds."""
@@ -145,3 +137,12 @@ class ClientLimits:
                 return 0
             self.refused_requests += 1
         return wait
+
+
+def _give_back(held: dict[str, int], client: str) -> None:
+    """One place of ``client`` freed; an address holding none keeps no entry."""
+    count = held.get(client, 0)
+    if count <= 1:
+        held.pop(client, None)
+    else:
+        held[client] = count - 1
