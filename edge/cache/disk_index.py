@@ -1,0 +1,196 @@
+"""The disk tier's index and purge log, sans-I/O.
+
+:class:`DiskIndex` knows every record on disk by its file name and by its keys, in least
+recently used order, within a byte budget; what it evicts, replaces or forgets is returned
+for the caller to unlink. Nothing here touches a file.
+
+The purge log is what makes a purge outlive a restart: every purge is a line
+(:func:`format_purge`) appended to ``purges.log`` before the purge is acknowledged, and a
+record is purged at load by every line written after the record was (``stored_at``), by
+the same matching as a live purge (:func:`matcher`). Soft purges mark the record stale
+(it stays for revalidation); hard ones drop it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from edge.cache.disk_format import RecordHead
+from edge.cache.entry import TAG_FIELDS
+from edge.cache.purge import PURGE_KINDS, PurgeError, url_keys
+
+__all__ = ["DiskIndex", "Item", "PurgeLine", "format_purge", "item_of", "matcher", "parse_purges"]
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One record on disk as the index knows it (its head, without the fields)."""
+
+    name: str
+    key: bytes
+    secondary: bytes
+    vary: tuple[bytes, ...]
+    size: int
+    """Bytes the file takes (head + body), charged against the budget."""
+    fresh_until: float
+    stored_at: float
+    response_time: float
+    body_length: int
+    tags: frozenset[bytes] = field(default_factory=frozenset)
+    verified: bool = False
+    """Read and checked since this process wrote or loaded it (objects loaded at start are not)."""
+
+    @property
+    def fingerprint(self) -> tuple[float, int, float]:
+        return (self.response_time, self.body_length, self.fresh_until)
+
+
+def _tags(head: RecordHead) -> frozenset[bytes]:
+    tags: set[bytes] = set()
+    for name, value in head.headers:
+        if name.lower() in TAG_FIELDS:
+            tags.update(value.replace(b",", b" ").split())
+    return frozenset(tags)
+
+
+def item_of(name: str, head: RecordHead, *, verified: bool) -> Item:
+    return Item(
+        name=name,
+        key=head.key,
+        secondary=head.secondary,
+        vary=head.vary,
+        size=head.head_length + head.body_length,
+        fresh_until=float("-inf") if head.stale else head.fresh_until,
+        stored_at=head.stored_at,
+        response_time=head.response_time,
+        body_length=head.body_length,
+        tags=_tags(head),
+        verified=verified,
+    )
+
+
+class DiskIndex:
+    """Records by file name (least recently used first) and by primary key, byte-bounded."""
+
+    __slots__ = ("by_key", "by_name", "capacity", "total")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.total = 0
+        self.by_name: OrderedDict[str, Item] = OrderedDict()
+        self.by_key: dict[bytes, dict[bytes, Item]] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(list(self.by_name.values()))
+
+    def variants(self, key: bytes) -> dict[bytes, Item] | None:
+        """The records of primary key ``key`` by secondary key (not promoted)."""
+        return self.by_key.get(key)
+
+    def touch(self, item: Item) -> None:
+        if self.by_name.get(item.name) is item:
+            self.by_name.move_to_end(item.name)
+
+    def add(self, item: Item) -> list[Item]:
+        """Index ``item`` as most recently used; the items it replaced or pushed out, to unlink.
+
+        An item larger than the whole budget is returned itself (not indexed).
+        """
+        if item.size > self.capacity:
+            return [item]
+        gone: list[Item] = []
+        old = self.by_name.get(item.name)
+        if old is not None:
+            self._drop(old)
+            # Same file name: the caller has already replaced the file, nothing to unlink.
+        self.by_name[item.name] = item
+        self.by_key.setdefault(item.key, {})[item.secondary] = item
+        self.total += item.size
+        while self.total > self.capacity:
+            _name, oldest = next(iter(self.by_name.items()))
+            self._drop(oldest)
+            gone.append(oldest)
+        return gone
+
+    def remove(self, item: Item) -> bool:
+        """Forget ``item`` if it is the indexed one for its name; whether it was."""
+        if self.by_name.get(item.name) is not item:
+            return False
+        self._drop(item)
+        return True
+
+    def remove_key(self, key: bytes) -> list[Item]:
+        """Forget every record of primary key ``key``; them, to unlink."""
+        items = list(self.by_key.get(key, {}).values())
+        for item in items:
+            self._drop(item)
+        return items
+
+    def matching(self, match: Callable[[Item], bool]) -> list[Item]:
+        return [item for item in self.by_name.values() if match(item)]
+
+    def _drop(self, item: Item) -> None:
+        del self.by_name[item.name]
+        self.total -= item.size
+        variants = self.by_key.get(item.key)
+        if variants is not None and variants.get(item.secondary) is item:
+            del variants[item.secondary]
+            if not variants:
+                del self.by_key[item.key]
+
+
+# -- purge -------------------------------------------------------------------------------
+
+
+def matcher(kind: str, target: str) -> Callable[[Item], bool]:
+    """Which records a purge of ``kind`` covers: the same URL keys as ``edge.cache.purge``."""
+    if kind == "url":
+        keys = frozenset(url_keys(target))
+        return lambda item: item.key in keys
+    if kind == "prefix":
+        starts = tuple(url_keys(target))
+        return lambda item: item.key.startswith(starts)
+    if kind == "tag":
+        wanted = target.strip().encode("latin-1")
+        return lambda item: wanted in item.tags
+    if kind == "all":
+        return lambda _item: True
+    raise PurgeError(f"unknown purge kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeLine:
+    at: float
+    kind: str
+    target: str
+    soft: bool
+
+    def covers(self) -> Callable[[Item], bool]:
+        """Whether this purge, made after an item was written, applies to it."""
+        match, at = matcher(self.kind, self.target), self.at
+        return lambda item: item.stored_at <= at and match(item)
+
+
+def format_purge(at: float, kind: str, target: str, soft: bool) -> bytes:
+    """One line of the purge log (JSON, newline-terminated)."""
+    return json.dumps({"at": at, "kind": kind, "target": target, "soft": soft}).encode() + b"\n"
+
+
+def parse_purges(data: bytes) -> list[PurgeLine]:
+    """Every complete, well-formed line of a purge log (a torn last line is skipped)."""
+    lines: list[PurgeLine] = []
+    for raw in data.split(b"\n")[:-1]:  # what follows the last newline is a torn line
+        try:
+            obj = json.loads(raw)
+            line = PurgeLine(float(obj["at"]), str(obj["kind"]), str(obj["target"]), bool(obj["soft"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if line.kind in PURGE_KINDS:
+            lines.append(line)
+    return lines
