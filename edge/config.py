@@ -215,6 +215,12 @@ class Config:
         "what the full cache evicts: lru (least recently used) or s3fifo (S3-FIFO: new objects wait in "
         "a small FIFO, so one-hit wonders and scans leave before objects hit twice)",
     )
+    disk_cache: str = _opt(
+        "",
+        "directory of the disk tier below the memory cache (objects evicted from memory, kept across "
+        "restarts; shared by the node's workers); empty: memory only",
+    )
+    disk_size: int = _opt(50 * 1024**3, "bytes the disk tier may hold in disk_cache (e.g. 50GiB)", "size")
     name: str = _opt("edge", "this node's name in Cache-Status and Via")
     workers: int = _opt(
         1,
@@ -345,6 +351,8 @@ class Config:
             raise ConfigError("workers must be at least 1")
         if self.cache_size < 1024 * 1024:
             raise ConfigError("cache_size must be at least 1MiB")
+        if self.disk_cache and self.disk_size < 1024 * 1024:
+            raise ConfigError("disk_size must be at least 1MiB")
         if self.eviction not in ("lru", "s3fifo"):
             raise ConfigError(f"eviction must be lru or s3fifo, got {self.eviction!r}")
         parse_ttl_rules(self.default_ttl)

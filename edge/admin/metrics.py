@@ -71,6 +71,28 @@ _PER_WORKER: list[tuple[str, str, str, str]] = [
         "Queued compressions dropped because their object left the cache first.",
         "compressions_dropped",
     ),
+    ("edge_disk_entries", "gauge", "Responses indexed in the disk tier.", "disk_entries"),
+    ("edge_disk_bytes", "gauge", "Bytes of the disk tier's records.", "disk_bytes"),
+    ("edge_disk_hits", "counter", "Memory misses answered from the disk tier.", "disk_hits"),
+    ("edge_disk_writes", "counter", "Records written to the disk tier.", "disk_writes"),
+    (
+        "edge_disk_write_errors",
+        "counter",
+        "Disk tier writes that failed (the node went on from memory).",
+        "disk_write_errors",
+    ),
+    (
+        "edge_disk_corrupt",
+        "counter",
+        "Disk tier records found torn or corrupted when read, dropped and fetched again.",
+        "disk_corrupt",
+    ),
+    (
+        "edge_disk_degraded",
+        "gauge",
+        "1 while the disk tier is failing and the node serves from memory only.",
+        "disk_degraded",
+    ),
     ("edge_h3_connections", "counter", "HTTP/3 connections accepted.", "h3_connections"),
     (
         "edge_access_log_dropped_lines",

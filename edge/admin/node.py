@@ -54,7 +54,9 @@ class LocalNode:
         self.node_id = core.node_id
 
     async def purge(self, kind: PurgeKind, target: str, soft: bool) -> dict[str, Any]:
-        return {"purged": self.core.purge(kind, target, soft=soft)}
+        purged = self.core.purge(kind, target, soft=soft)
+        await self.core.flush_purges()  # the disk tier's purge log: a restart does not undo it
+        return {"purged": purged}
 
     async def stats(self) -> dict[str, Any]:
         return {

@@ -22,13 +22,17 @@ Rules this module guarantees:
 - a slice is stored only while the SliceMeta that asked for it (same token) is
   the one stored, so a slice of an object that changed upstream is never kept;
 - a value whose charge exceeds the whole capacity is not stored (the store's
-  ``ValueError``) and whatever it replaced is dropped, never left stale.
+  ``ValueError``) and whatever it replaced is dropped, never left stale;
+- with a tier below (``lower``, the disk tier), every response stored is handed to it
+  (``spill``: written through once), as is every response evicted or too large for
+  memory, and a dropped URL is forgotten there too.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from edge.cache.entry import ENTRY_OVERHEAD, Entry, Variants
 from edge.cache.key import accepts_coding, secondary_key
@@ -36,7 +40,7 @@ from edge.cache.slices import SliceBody, SliceMeta, meta_key
 from edge.cache.store import Store
 from edge.http.message import Request
 
-__all__ = ["MAX_VARIANTS", "MemoryTier", "Stored"]
+__all__ = ["MAX_VARIANTS", "Lower", "MemoryTier", "Stored"]
 
 MAX_VARIANTS = 32
 """Variants kept per URL; a response varying on a field with many values cannot flood the store."""
@@ -45,13 +49,25 @@ Stored = Entry | Variants | SliceMeta | SliceBody
 """Every kind of value the memory tier holds."""
 
 
+class Lower(Protocol):
+    """The tier below memory (the disk tier): what memory hands it and tells it."""
+
+    def spill(self, entry: Entry, secondary: bytes) -> None:
+        """Keep ``entry`` (evicted from memory, or larger than memory): it may be asked for again."""
+
+    def forget(self, key: bytes) -> None:
+        """The URL's responses may no longer be served (an unsafe method, permission withdrawn)."""
+
+
 class MemoryTier:
     """Typed access to one node's byte-bounded LRU store."""
 
-    __slots__ = ("lookup", "lru")
+    __slots__ = ("lookup", "lower", "lru")
 
     def __init__(self, lru: Store) -> None:
         self.lru = lru
+        self.lower: Lower | None = None
+        """The tier below (``edge.core.disk``): evicted responses are handed to it; None: none."""
         """The store itself, for its counters, capacity and size."""
         self.lookup: Callable[[bytes], Entry | Variants | None] = lru.get
         """The fast path's lookup by primary key (the store's own ``get``: no Python frame)."""
@@ -73,6 +89,8 @@ class MemoryTier:
         """Store ``entry`` as the URL's response, or as its variant for ``secondary``."""
         if not entry.vary:
             self._put(entry.key, entry, entry.charge)
+            if self.lower is not None:
+                self.lower.spill(entry, b"")  # written through once, so a restart finds it
             return
         current = self.lru.peek(entry.key)
         if type(current) is Variants and current.names == entry.vary:
@@ -84,6 +102,8 @@ class MemoryTier:
         while len(variants.by_secondary) > MAX_VARIANTS:
             del variants.by_secondary[next(iter(variants.by_secondary))]
         self._put(entry.key, variants, variants.charge)
+        if self.lower is not None:
+            self.lower.spill(entry, secondary)  # written through once, so a restart finds it
 
     def holds(self, entry: Entry) -> bool:
         """Whether ``entry`` is still stored (itself, or as one of its URL's variants)."""
@@ -99,6 +119,8 @@ class MemoryTier:
     def drop_response(self, key: bytes) -> None:
         """Forget the URL's response(s): the upstream withdrew permission, or an unsafe method ran."""
         self.lru.pop(key, None)
+        if self.lower is not None:
+            self.lower.forget(key)
 
     # -- objects kept as slices --------------------------------------------------------
     def sliced(self, key: bytes) -> SliceMeta | None:
@@ -132,7 +154,9 @@ class MemoryTier:
         """Keep slice ``index`` of ``meta``'s object, while that object is the stored one."""
         if self.is_current(meta):
             with contextlib.suppress(ValueError):  # a slice larger than the cache is served, not kept
-                self.lru.put(meta.slice_key(index), SliceBody(data), len(data) + ENTRY_OVERHEAD)
+                evicted = self.lru.put(meta.slice_key(index), SliceBody(data), len(data) + ENTRY_OVERHEAD)
+                if evicted and self.lower is not None:
+                    self._spill(evicted)
 
     # -- what purge needs ----------------------------------------------------------------
     def peek(self, key: bytes) -> Stored | None:
@@ -167,6 +191,20 @@ class MemoryTier:
 
     def _put(self, key: bytes, value: Stored, charge: int) -> None:
         try:
-            self.lru.put(key, value, charge)
+            evicted = self.lru.put(key, value, charge)
         except ValueError:
             self.lru.pop(key, None)  # larger than the whole cache: never leave the old value behind
+            evicted = [(key, value)]  # ... but the tier below may keep it
+        if evicted and self.lower is not None:
+            self._spill(evicted)
+
+    def _spill(self, evicted: list[tuple[bytes, Stored]]) -> None:
+        """Hand evicted responses to the tier below (slices and their descriptions stay out)."""
+        lower = self.lower
+        assert lower is not None
+        for _key, value in evicted:
+            if type(value) is Entry:
+                lower.spill(value, b"")
+            elif type(value) is Variants:
+                for secondary, entry in value.by_secondary.items():
+                    lower.spill(entry, secondary)

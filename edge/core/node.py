@@ -47,6 +47,7 @@ from edge.config import Config, parse_ttl_rules
 from edge.core.challenges import Challenges
 from edge.core.clients import ClientLimits
 from edge.core.codings import Compressor
+from edge.core.disk import DiskTier
 from edge.core.fills import Fills
 from edge.core.forward import Forwarder
 from edge.core.gateway import Gateway, build_router
@@ -102,6 +103,12 @@ class EdgeCore:
         self.node_id = config.node_id or secrets.token_hex(8)
         """This node's id in CDN-Loop: the wiring gives all workers of a node the same one."""
         self.gateway = Gateway(config, build_router(config, clock, siblings), self.node_id)
+        self.disk: DiskTier | None = None
+        """The disk tier below memory (``disk_cache``), or None; only this worker's keys."""
+        if config.disk_cache:
+            self.disk = DiskTier(config.disk_cache, config.disk_size, self._owns, clock)
+            self.memory.lower = self.disk
+        self._disk_start: asyncio.Task[None] | None = None
         self.node_param = b"node=" + self.node_id.encode()
         """How this node's member of CDN-Loop ends: a request carrying it already passed here."""
         self.responder = Responder(
@@ -138,6 +145,15 @@ class EdgeCore:
         self.challenges = Challenges()
         """ACME HTTP-01 tokens being validated (``edge.core.challenges``); inactive but while an
         order of ``edge.wiring.acme`` is under way (or, in a worker of several, while ACME is on)."""
+
+    def _owns(self, key: bytes) -> bool:
+        """Whether this worker owns ``key`` among the node's workers (it alone keeps it on disk)."""
+        return self.gateway.router.owner(key) is None
+
+    def begin(self) -> None:
+        """Start what runs in the background from the start (the disk tier's index rebuild)."""
+        if self.disk is not None and self._disk_start is None:
+            self._disk_start = asyncio.get_running_loop().create_task(self.disk.start())
 
     # -- the hot path ------------------------------------------------------------------
     def fresh_hit(self, req: Request, now: float) -> Entry | None:
@@ -226,6 +242,12 @@ class EdgeCore:
         key = primary_key(req)
         request_cc = request_directives(req)
         entry, has_variants = self.memory.response(req, key)
+        if entry is None and self.disk is not None:
+            found = await self.disk.find(req, key)
+            if found is not None:  # promoted to memory as any new entry (the store's policy)
+                entry, has_variants = found[0], bool(found[0].vary)
+                self.memory.put_response(entry, found[1])
+                now = self.clock()
         respond = self.responder
         if entry is not None:
             reuse = decide_reuse(entry, request_cc, now)
@@ -309,8 +331,15 @@ class EdgeCore:
         Fills under way when the purge runs finish for their readers but store nothing.
         """
         purged = purge(self.memory, kind, target, soft=soft)
+        if self.disk is not None:
+            self.disk.purge(kind, target, soft)
         self.fills.discard_in_flight()
         return purged
+
+    async def flush_purges(self) -> None:
+        """Wait until the purges made so far are durable (the disk tier's purge log)."""
+        if self.disk is not None:
+            await self.disk.flush()
 
     def stats(self) -> dict[str, Any]:
         """The node's counters: store, compressions (pending, and skipped or dropped by the
@@ -337,6 +366,7 @@ class EdgeCore:
             "rate_limited_requests": self.clients.refused_requests,
             "tunnels": self.clients.tunnels,
             "refused_tunnels": self.clients.refused_tunnels,
+            **(self.disk.stats() if self.disk is not None else {}),
             "traffic": self.requests.snapshot(),
         }
 
@@ -373,6 +403,10 @@ class EdgeCore:
 
     async def aclose(self) -> None:
         await self.fills.aclose()
+        if self._disk_start is not None:
+            await self._disk_start
+        if self.disk is not None:
+            await self.disk.aclose()
         self.gateway.close()
         for router in self._retired:
             router.close()

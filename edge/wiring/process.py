@@ -67,6 +67,7 @@ def bind_tcp(listen: str, reuse_port: bool) -> socket.socket:
 
 async def start_h1(core: EdgeCore, config: Config, sock: socket.socket) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    core.begin()  # the disk tier's index rebuild, while the node serves
     return await loop.create_server(lambda: H1Protocol(core, config), sock=sock)
 
 

@@ -1,0 +1,415 @@
+"""The disk tier: stored responses below the memory tier, in files, off the event loop.
+
+``DiskTier`` keeps one file per stored response (``edge.cache.disk_format``) under
+``DIR/objects/XX/NAME``, indexes them in memory (``edge.cache.disk_index``) within
+``disk_size`` bytes, and does every file operation in its own thread pool: the loop
+only submits work and applies results.
+
+Rules this module guarantees:
+
+- **A record is visible only when complete.** A write goes to ``.tmp-*`` in the record's
+  own directory, is written whole, ``fdatasync``-ed, then renamed over the record's name
+  (atomic on POSIX). The directory is not fsynced per write: a crash may lose the last
+  renames (the object is fetched again), never tear a record. Leftover ``.tmp-*`` files
+  are removed at load.
+- **Nothing corrupt is served.** A record loaded at start is verified (length and
+  blake2b-256 of the body) on its first read; records written by this process are
+  verified on one read in ``VERIFY_EVERY``. A record that fails (or cannot be read) is
+  unlinked and forgotten, and the caller fetches the object again.
+- **A purge outlives a restart.** ``purge`` applies to the index at once and appends a
+  line to ``DIR/purges.log`` (fsynced before :meth:`flush` returns); the loader applies
+  every line to the records written before it. A write submitted before a purge and
+  finished after it is checked against that purge before it is indexed.
+- **A failing disk is not an error to clients.** Any ``OSError`` while writing (ENOSPC,
+  EROFS, EIO, ...) turns writes off for ``RETRY_AFTER`` seconds with one log line (and
+  ``disk_degraded`` = 1 in ``/stats`` and ``edge_disk_degraded``); the node serves from
+  memory meanwhile. A failing read is a miss.
+- **Bounded.** At most ``MAX_PENDING_BYTES`` of bodies wait to be written; an eviction
+  beyond that is not written (``disk_writes_skipped``).
+- **Workers.** ``owns(key)`` says whether this worker owns a key (rendezvous over the
+  node's workers): only the owner writes, reads and loads it, so workers sharing one
+  directory never write the same file; other workers reach the key through the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from edge.cache.disk_format import (
+    PREFIX,
+    CorruptRecord,
+    decode_head,
+    encode_head,
+    file_name,
+    from_entry,
+    head_length,
+    to_entry,
+    verify_body,
+)
+from edge.cache.disk_index import DiskIndex, Item, format_purge, item_of, matcher, parse_purges
+from edge.cache.entry import Entry
+from edge.cache.key import accepts_coding, secondary_key
+from edge.http.message import Request
+
+__all__ = ["DiskTier"]
+
+log = logging.getLogger("edge.disk")
+
+MAX_PENDING_BYTES = 64 * 1024**2
+VERIFY_EVERY = 16
+RETRY_AFTER = 30.0
+HEAD_READ = 4096
+"""Bytes read first from a record at load; a longer head is read in a second call."""
+THREADS = 4
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+class DiskTier:
+    """One worker's view of the node's disk cache directory."""
+
+    def __init__(
+        self,
+        directory: str,
+        capacity: int,
+        owns: Callable[[bytes], bool] = lambda _key: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(directory)
+        self.objects = self.root / "objects"
+        self.purge_log = self.root / "purges.log"
+        self.index = DiskIndex(capacity)
+        self.owns = owns
+        self.clock = clock
+        self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="edge-disk")
+        self.pending_bytes = 0
+        self.generation = 0
+        """Bumped by every purge and forget; a write checks the ones made while it ran."""
+        self._since: list[tuple[int, Callable[[Item], bool]]] = []
+        self._log_writes: list[asyncio.Future[None]] = []
+        self._writes: set[asyncio.Future[Item]] = set()
+        self.degraded_until = 0.0
+        self.degraded = False
+        self.loaded = False
+        self.load_seconds = 0.0
+        self._reads = 0
+        self.counts = dict.fromkeys(
+            ("hits", "misses", "writes", "write_bytes", "writes_skipped", "write_errors", "corrupt",
+             "read_errors", "evictions", "loaded_records", "dropped_at_load"),
+            0,
+        )  # fmt: skip
+
+    # -- start -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Rebuild the index from the directory (heads only); the node serves meanwhile."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            items, dropped = await loop.run_in_executor(self.pool, self._load)
+        except OSError as exc:
+            self._fail(f"cannot use {self.root}: {exc}")
+            self.loaded = True
+            return
+        gone: list[Item] = []
+        for item in items:
+            gone.extend(self.index.add(item))
+        self._unlink_later(gone)
+        self.counts["loaded_records"] = len(self.index)
+        self.counts["dropped_at_load"] = dropped
+        self.load_seconds = time.perf_counter() - started
+        self.loaded = True
+        log.info(
+            "disk cache %s: %d records (%d bytes) indexed in %.2f s, %d dropped",
+            self.root, len(self.index), self.index.total, self.load_seconds, dropped,
+        )  # fmt: skip
+
+    def _load(self) -> tuple[list[Item], int]:
+        """(thread) Every valid record's item, oldest first; unlinks torn, purged and temp files."""
+        for sub in range(256):
+            (self.objects / f"{sub:02x}").mkdir(parents=True, exist_ok=True)
+        try:
+            purges = parse_purges(self.purge_log.read_bytes())
+        except FileNotFoundError:
+            purges = []
+        rules = [(line.soft, line.covers()) for line in purges]
+        items: list[Item] = []
+        dropped = 0
+        for sub in range(256):
+            with os.scandir(self.objects / f"{sub:02x}") as entries:
+                for dirent in entries:
+                    path = Path(dirent.path)
+                    if dirent.name.startswith(".tmp-"):
+                        _unlink(path)
+                        continue
+                    item = self._load_one(dirent.path, dirent.name)
+                    if item is None:
+                        dropped += 1
+                        _unlink(path)
+                        continue
+                    if not self.owns(item.key):
+                        continue  # another worker's: it loads (and serves) it
+                    hard = False
+                    for soft, covers in rules:
+                        if covers(item):
+                            if soft:
+                                item.fresh_until = float("-inf")
+                            else:
+                                hard = True
+                                break
+                    if hard:
+                        dropped += 1
+                        _unlink(path)
+                        continue
+                    items.append(item)
+        items.sort(key=lambda item: item.stored_at)
+        return items, dropped
+
+    @staticmethod
+    def _load_one(path: str, name: str) -> Item | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.read(fd, HEAD_READ)
+            total = head_length(data[: PREFIX.size])
+            if total > len(data):
+                data += os.pread(fd, total - len(data), len(data))
+            head = decode_head(data)
+            if file_name(head.key, head.secondary) != name:
+                raise CorruptRecord("record under another name")
+            if os.fstat(fd).st_size != head.head_length + head.body_length:
+                raise CorruptRecord("file length differs from the head's")
+        except (CorruptRecord, OSError):
+            return None
+        finally:
+            os.close(fd)
+        return item_of(name, head, verified=False)
+
+    # -- writes ----------------------------------------------------------------------------
+    def spill(self, entry: Entry, secondary: bytes) -> None:
+        """Write ``entry`` (evicted from memory, or too large for it) unless it is there already."""
+        if not self.loaded or not self.owns(entry.key):
+            return
+        if self.degraded and self.clock() < self.degraded_until:
+            return
+        name = file_name(entry.key, secondary)
+        current = self.index.by_name.get(name)
+        if current is not None and current.fingerprint == (
+            entry.response_time, len(entry.body), entry.fresh_until,
+        ):  # fmt: skip
+            self.index.touch(current)
+            return
+        size = len(entry.body)
+        if self.pending_bytes + size > MAX_PENDING_BYTES or size > self.index.capacity:
+            self.counts["writes_skipped"] += 1
+            return
+        self.pending_bytes += size
+        loop = asyncio.get_running_loop()
+        gen = self.generation
+        future = loop.run_in_executor(self.pool, self._write, entry, secondary, name, self.clock())
+        self._writes.add(future)
+        future.add_done_callback(lambda f: self._written(f, size, gen))
+
+    def _path(self, name: str) -> Path:
+        return self.objects / name[:2] / name
+
+    def _write(self, entry: Entry, secondary: bytes, name: str, stored_at: float) -> Item:
+        """(thread) Write the record under a temporary name, fdatasync, rename."""
+        head = from_entry(entry, secondary, stored_at)
+        data = encode_head(head)
+        path = self._path(name)
+        tmp = path.with_name(f".tmp-{name}-{os.getpid()}-{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in (data, entry.body):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        os.rename(tmp, path)
+        return item_of(name, head, verified=True)
+
+    def _written(self, future: asyncio.Future[Item], size: int, gen: int) -> None:
+        self.pending_bytes -= size
+        self._writes.discard(future)
+        exc = future.exception()
+        if exc is not None:
+            self.counts["write_errors"] += 1
+            if isinstance(exc, OSError):
+                self._fail(f"writing to {self.root} failed: {exc}")
+            else:
+                log.error("disk cache write failed", exc_info=exc)
+            return
+        item = future.result()
+        if self.degraded:
+            self.degraded = False
+            log.warning("disk cache %s: writes succeed again", self.root)
+        if gen != self.generation and any(g > gen and match(item) for g, match in self._since):
+            self._unlink_later([item])  # purged while it was being written
+            return
+        self.counts["writes"] += 1
+        self.counts["write_bytes"] += item.size
+        gone = self.index.add(item)
+        self.counts["evictions"] += sum(1 for g in gone if g is not item)
+        self._unlink_later(gone)
+        if not self.pending_bytes:
+            self._since.clear()
+
+    def _fail(self, why: str) -> None:
+        self.degraded_until = self.clock() + RETRY_AFTER
+        if not self.degraded:
+            self.degraded = True
+            log.error(
+                "disk cache degraded to memory only: %s (writes retried every %.0f s)", why, RETRY_AFTER
+            )
+
+    def _unlink_later(self, items: list[Item]) -> None:
+        if items:
+            paths = [self._path(item.name) for item in items]
+            self.pool.submit(_unlink_all, paths)
+
+    # -- reads -----------------------------------------------------------------------------
+    async def find(self, req: Request, key: bytes) -> tuple[Entry, bytes] | None:
+        """The stored response on disk matching ``req`` (read and checked in a thread) and its
+        secondary key, or None."""
+        variants = self.index.variants(key)
+        if variants is None or not self.owns(key):
+            self.counts["misses"] += 1
+            return None
+        item = None
+        for candidate in variants.values():
+            if not candidate.vary or secondary_key(req, candidate.vary) == candidate.secondary:
+                item = candidate
+                break
+        if item is None:
+            self.counts["misses"] += 1
+            return None
+        self._reads += 1
+        verify = not item.verified or self._reads % VERIFY_EVERY == 0
+        loop = asyncio.get_running_loop()
+        try:
+            entry = await loop.run_in_executor(self.pool, self._read, item, verify)
+        except (CorruptRecord, OSError) as exc:
+            corrupt = isinstance(exc, CorruptRecord) or getattr(exc, "errno", None) == errno.ENOENT
+            self.counts["corrupt" if corrupt else "read_errors"] += 1
+            log.warning("disk cache: dropping %s (%s): %s", item.name, item.key.decode("latin-1"), exc)
+            if self.index.remove(item):
+                self._unlink_later([item])
+            return None
+        if self.index.by_name.get(item.name) is not item:  # purged or replaced meanwhile
+            self.counts["misses"] += 1
+            return None
+        item.verified = True
+        self.index.touch(item)
+        if item.fresh_until == float("-inf"):
+            entry.fresh_until = item.fresh_until  # soft-purged since it was written
+        if not accepts_coding(req, entry.negotiated):
+            self.counts["misses"] += 1
+            return None
+        self.counts["hits"] += 1
+        return entry, item.secondary
+
+    def _read(self, item: Item, verify: bool) -> Entry:
+        """(thread) The record's Entry; CorruptRecord unless it is whole (and, if asked, verified)."""
+        with open(self._path(item.name), "rb") as f:
+            data = f.read()
+        head = decode_head(data)
+        if head.key != item.key or head.secondary != item.secondary:
+            raise CorruptRecord("another object's record")
+        body = data[head.head_length :]
+        if verify:
+            verify_body(head, body)
+        elif len(body) != head.body_length:
+            raise CorruptRecord("body length differs")
+        return to_entry(head, body)
+
+    # -- forgetting ------------------------------------------------------------------------
+    def forget(self, key: bytes) -> None:
+        """Drop the URL's records (an unsafe method, or the upstream withdrew permission)."""
+        self._note(lambda item: item.key == key)
+        self._unlink_later(self.index.remove_key(key))
+
+    def purge(self, kind: str, target: str, soft: bool) -> int:
+        """Apply a purge to the index now; its log line is durable once :meth:`flush` returns."""
+        match = matcher(kind, target)
+        self._note(match)
+        items = self.index.matching(match)
+        if soft:
+            for item in items:
+                item.fresh_until = float("-inf")
+        else:
+            for item in items:
+                self.index.remove(item)
+            self._unlink_later(items)
+        line = format_purge(self.clock(), kind, target, soft)
+        loop = asyncio.get_running_loop()
+        self._log_writes.append(loop.run_in_executor(self.pool, self._append_purge, line))
+        return len(items)
+
+    def _append_purge(self, line: bytes) -> None:
+        fd = os.open(self.purge_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def flush(self) -> None:
+        """Wait until every purge so far is in the (fsynced) purge log."""
+        writes, self._log_writes = self._log_writes, []
+        for write in writes:
+            try:
+                await write
+            except OSError as exc:
+                self._fail(f"cannot append to {self.purge_log}: {exc}")
+
+    def _note(self, match: Callable[[Item], bool]) -> None:
+        self.generation += 1
+        if self.pending_bytes:
+            self._since.append((self.generation, match))
+
+    # -- the rest --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {
+            "disk_entries": len(self.index),
+            "disk_bytes": self.index.total,
+            "disk_capacity": self.index.capacity,
+            "disk_degraded": int(self.degraded),
+            "disk_load_seconds": round(self.load_seconds, 3),
+            **{f"disk_{name}": value for name, value in self.counts.items()},
+        }
+
+    async def drain(self) -> None:
+        """Wait for the writes submitted so far (tests, and a graceful stop)."""
+        while self._writes:
+            await asyncio.wait(list(self._writes))
+        await self.flush()
+
+    async def aclose(self) -> None:
+        await self.drain()
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)

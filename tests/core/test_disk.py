@@ -1,0 +1,257 @@
+"""The disk tier with a real edge and origin on loopback: restarts, corruption, purges, failing disks.
+
+A "restart" stops an edge (its listener and core) and starts a new one on the same
+directory, as a new process would: the new core knows nothing but what it reads there.
+The process-level kill -9 run is ``benchmarks/disk_tier.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.support.nodes import Edge, start_edge
+from tests.support.scripted_origin import ScriptedOrigin, fixed
+
+pytestmark = pytest.mark.asyncio
+
+CACHEABLE = [("Cache-Control", "max-age=600"), ("ETag", '"v1"'), ("Surrogate-Key", "group-a")]
+BIG = 300 * 1024
+
+
+def body_of(path: str, size: int = BIG) -> bytes:
+    seed = hashlib.sha256(path.encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def serve(origin: ScriptedOrigin, *paths: str, headers: list[tuple[str, str]] = CACHEABLE) -> None:
+    for path in paths:
+        origin.routes[path] = fixed(200, body_of(path), headers)
+
+
+class Node:
+    """Starts and restarts edges on one disk directory."""
+
+    def __init__(self, origin: ScriptedOrigin, directory: Path) -> None:
+        self.origin = origin
+        self.directory = directory
+        self.edge: Edge | None = None
+
+    async def start(self, **settings: str) -> Edge:
+        edge = await start_edge(
+            self.origin.url, disk_cache=str(self.directory), disk_size="64MiB", cache_size="1MiB",
+            read_timeout="2", connect_timeout="1", **settings,
+        )  # fmt: skip
+        assert edge.core._disk_start is not None
+        await edge.core._disk_start  # the index rebuilt
+        self.edge = edge
+        return edge
+
+    async def stop(self) -> None:
+        assert self.edge is not None
+        self.edge.server.close()
+        await self.edge.core.aclose()  # waits for the writes under way
+        self.edge = None
+
+    async def restart(self, **settings: str) -> Edge:
+        await self.stop()
+        return await self.start(**settings)
+
+    async def get(self, path: str) -> tuple[int, bytes, str]:
+        assert self.edge is not None
+        async with self.edge.client() as client:
+            r = await client.get(path)
+        return r.status_code, r.content, r.headers.get("cache-status", "")
+
+    async def drain(self) -> None:
+        assert self.edge is not None and self.edge.core.disk is not None
+        await self.edge.core.disk.drain()
+
+    def record(self, path: str) -> Path:
+        from edge.cache.disk_format import file_name
+
+        name = file_name(f"http://127.0.0.1:{self.edge_port}{path}".encode(), b"")
+        return self.directory / "objects" / name[:2] / name
+
+    @property
+    def edge_port(self) -> int:
+        assert self.edge is not None
+        return self.edge.port
+
+
+@pytest_asyncio.fixture
+async def node(origin: ScriptedOrigin, tmp_path: Path) -> AsyncIterator[Node]:
+    n = Node(origin, tmp_path / "disk")
+    yield n
+    if n.edge is not None:
+        await n.stop()
+
+
+async def test_restart_on_the_same_directory_hits_without_asking_the_origin(node: Node) -> None:
+    serve(node.origin, "/a", "/b")
+    edge = await node.start()
+    port = edge.port
+    assert (await node.get("/a"))[1] == body_of("/a")
+    assert (await node.get("/b"))[1] == body_of("/b")
+    await node.drain()
+    # Same port is not needed: the key is the Host the client sends, so ask with the old one.
+    edge = await node.restart()
+    stats = edge.core.stats()
+    assert stats["disk_entries"] == 2 and stats["disk_loaded_records"] == 2
+    async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:
+        for path in ("/a", "/b"):
+            r = await client.get(path)
+            assert r.status_code == 200 and r.content == body_of(path)
+            assert "hit" in r.headers["cache-status"]
+        assert (await client.get("/a")).headers["x-cache"] == "HIT"  # promoted: the fast hit now
+    assert node.origin.count("/a") == 1 and node.origin.count("/b") == 1
+    assert edge.core.stats()["disk_hits"] == 2
+
+
+async def test_objects_evicted_from_memory_are_served_from_disk(node: Node) -> None:
+    paths = [f"/o{i}" for i in range(8)]  # 2.4 MiB through a 1 MiB memory tier
+    serve(node.origin, *paths)
+    edge = await node.start()
+    for path in paths:
+        assert (await node.get(path))[1] == body_of(path)
+    await node.drain()
+    assert edge.core.store.evictions > 0
+    for path in paths:
+        status, body, cache_status = await node.get(path)
+        assert status == 200 and body == body_of(path) and "hit" in cache_status
+    assert all(node.origin.count(p) == 1 for p in paths)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+async def test_a_damaged_record_is_refetched_never_served(node: Node, damage: str) -> None:
+    serve(node.origin, "/a")
+    edge = await node.start()
+    port = edge.port
+    await node.get("/a")
+    await node.drain()
+    await node.stop()
+    from edge.cache.disk_format import file_name
+
+    name = file_name(f"http://127.0.0.1:{port}/a".encode(), b"")
+    path = node.directory / "objects" / name[:2] / name
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-1000] ^= 0x01  # one bit of the body: only the digest can tell
+    elif damage == "truncate":
+        data = data[: len(data) - 1]
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    edge = await node.start()
+    async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:
+        r = await client.get("/a")
+    assert r.status_code == 200 and r.content == body_of("/a")
+    assert node.origin.count("/a") == 2
+    stats = edge.core.stats()
+    # A torn length is found at load (the head's length against the file's); a flipped body
+    # bit only by the digest, when first read.
+    assert stats["disk_corrupt"] + stats["disk_dropped_at_load"] == 1
+
+
+async def test_purges_cover_the_disk_and_survive_a_restart(node: Node) -> None:
+    tagged = [("Cache-Control", "max-age=600"), ("ETag", '"v1"'), ("Surrogate-Key", "t1")]
+    serve(node.origin, "/url", "/pre/1", "/pre/2", "/keep", "/soft")
+    serve(node.origin, "/tag", headers=tagged)
+    edge = await node.start()
+    port = edge.port
+    host = f"127.0.0.1:{port}"
+    for path in ("/url", "/pre/1", "/pre/2", "/keep", "/soft", "/tag"):
+        await node.get(path)
+    await node.drain()
+    core = edge.core
+    core.purge("url", f"http://{host}/url")
+    core.purge("prefix", f"http://{host}/pre/")
+    core.purge("tag", "t1")
+    core.purge("url", f"http://{host}/soft", soft=True)
+    await core.flush_purges()
+    assert core.stats()["disk_entries"] == 2  # /keep, and /soft kept stale
+    edge = await node.restart()
+    async with edge.client(headers={"Host": host}) as client:
+        for path in ("/url", "/pre/1", "/pre/2", "/tag", "/keep", "/soft"):
+            r = await client.get(path)
+            assert r.status_code == 200 and r.content == body_of(path)
+    assert [node.origin.count(p) for p in ("/url", "/pre/1", "/pre/2", "/tag", "/keep")] == [2, 2, 2, 2, 1]
+    # The soft-purged one was revalidated (it stayed for a conditional request), not served fresh.
+    assert node.origin.count("/soft") == 2
+    soft = [s for s in node.origin.seen if s.target == b"/soft"][-1]
+    assert soft.header(b"if-none-match") == b'"v1"'
+
+
+async def test_a_disk_only_object_is_purged_without_a_restart(node: Node) -> None:
+    paths = [f"/o{i}" for i in range(8)]
+    serve(node.origin, *paths)
+    edge = await node.start()
+    for path in paths:
+        await node.get(path)
+    await node.drain()
+    assert edge.core.memory.peek(f"http://127.0.0.1:{edge.port}/o0".encode()) is None  # disk only
+    edge.core.purge("url", f"http://127.0.0.1:{edge.port}/o0")
+    await node.get("/o0")
+    assert node.origin.count("/o0") == 2
+
+
+async def test_a_disk_that_fails_keeps_serving_from_memory(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    serve(node.origin, *[f"/o{i}" for i in range(6)])
+    edge = await node.start()
+    assert (await node.get("/o0"))[1] == body_of("/o0")
+    await node.drain()
+    shutil.rmtree(node.directory / "objects")
+    (node.directory / "objects").write_bytes(b"")  # every write now fails (ENOTDIR)
+    for i in range(1, 6):
+        status, body, _ = await node.get(f"/o{i}")
+        assert status == 200 and body == body_of(f"/o{i}")
+    await node.drain()
+    stats = edge.core.stats()
+    assert stats["disk_degraded"] == 1 and stats["disk_write_errors"] >= 1
+    assert sum("degraded to memory only" in r.message for r in caplog.records) == 1
+    status, body, cache_status = await node.get("/o5")  # still in memory
+    assert status == 200 and body == body_of("/o5") and "hit" in cache_status
+    status, body, _ = await node.get("/o0")  # its record is gone: fetched again, not an error
+    assert status == 200 and body == body_of("/o0")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+async def test_a_full_disk_keeps_serving_from_memory(origin: ScriptedOrigin, tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        node = Node(origin, mount)
+        paths = [f"/o{i}" for i in range(6)]  # 1.8 MiB onto 512 KiB: ENOSPC
+        serve(origin, *paths)
+        edge = await node.start()
+        for path in paths:
+            status, body, _ = await node.get(path)
+            assert status == 200 and body == body_of(path)
+        await node.drain()
+        assert edge.core.stats()["disk_degraded"] == 1
+        for path in paths:
+            status, body, _ = await node.get(path)
+            assert status == 200 and body == body_of(path)
+        await node.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_an_unusable_directory_is_memory_only(origin: ScriptedOrigin, tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    node = Node(origin, tmp_path / "file" / "disk")
+    serve(origin, "/a")
+    edge = await node.start()
+    assert edge.core.stats()["disk_degraded"] == 1
+    assert (await node.get("/a"))[1] == body_of("/a")
+    assert (await node.get("/a"))[2].find("hit") >= 0
+    await node.stop()
