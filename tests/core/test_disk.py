@@ -202,7 +202,9 @@ async def test_a_disk_only_object_is_purged_without_a_restart(node: Node) -> Non
     assert node.origin.count("/o0") == 2
 
 
-async def test_a_disk_that_fails_keeps_serving_from_memory(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_disk_that_fails_keeps_serving_from_memory(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
     serve(node.origin, *[f"/o{i}" for i in range(6)])
     edge = await node.start()
     assert (await node.get("/o0"))[1] == body_of("/o0")
@@ -255,3 +257,77 @@ async def test_an_unusable_directory_is_memory_only(origin: ScriptedOrigin, tmp_
     assert (await node.get("/a"))[1] == body_of("/a")
     assert (await node.get("/a"))[2].find("hit") >= 0
     await node.stop()
+
+
+async def _two_workers(origin: ScriptedOrigin, run: Path, disk: Path) -> tuple[list[Edge], list[object]]:
+    """Two workers of one node sharing ``disk``, each serving its sibling on a cache socket."""
+    import asyncio
+
+    from edge.fronts.sibling import SiblingProtocol
+    from edge.wiring.process import bind_unix
+    from edge.wiring.workers import WorkerPlace
+
+    run.mkdir()
+    places = [WorkerPlace(i, 2, run, "token") for i in range(2)]
+    nodes = [
+        await start_edge(
+            origin.url,
+            siblings=p.siblings(),
+            name="node",
+            node_id="n1",
+            disk_cache=str(disk),
+            disk_size="64MiB",
+            cache_size="1MiB",
+        )  # fmt: skip
+        for p in places
+    ]
+    servers: list[object] = []
+    for place, n in zip(places, nodes, strict=True):
+        core, config = n.core, n.core.config
+        servers.append(
+            await asyncio.get_running_loop().create_unix_server(
+                lambda core=core, config=config: SiblingProtocol(core, config),
+                sock=bind_unix(place.cache_socket(place.index)),
+            )
+        )
+        assert core._disk_start is not None
+        await core._disk_start
+    return nodes, servers
+
+
+async def test_workers_share_one_disk_each_key_written_and_read_by_its_owner(
+    origin: ScriptedOrigin, tmp_path: Path
+) -> None:
+    paths = [f"/w{i}" for i in range(10)]
+    serve(origin, *paths)
+    disk = tmp_path / "disk"
+    nodes, servers = await _two_workers(origin, tmp_path / "run1", disk)
+    for path in paths:
+        for n in nodes:  # through both workers, whichever owns the key
+            async with n.client(headers={"Host": "cdn.example"}) as client:
+                assert (await client.get(path)).content == body_of(path)
+    for n in nodes:
+        assert n.core.disk is not None
+        await n.core.disk.drain()
+    owned = [n.core.stats()["disk_entries"] for n in nodes]
+    assert sum(owned) == len(paths) and min(owned) > 0, owned  # one record per key, by its owner
+    assert len(list((disk / "objects").rglob("*"))) - 256 == len(paths)
+    for s in servers:
+        s.close()  # type: ignore[attr-defined]
+    for n in nodes:
+        n.server.close()
+        await n.core.aclose()
+    # A restarted node: each worker indexes only its own keys; the other one asks it.
+    nodes, servers = await _two_workers(origin, tmp_path / "run2", disk)
+    assert [n.core.stats()["disk_entries"] for n in nodes] == owned
+    for path in paths:
+        for n in reversed(nodes):
+            async with n.client(headers={"Host": "cdn.example"}) as client:
+                r = await client.get(path)
+            assert r.status_code == 200 and r.content == body_of(path)
+    assert all(origin.count(p) == 1 for p in paths)
+    for s in servers:
+        s.close()  # type: ignore[attr-defined]
+    for n in nodes:
+        n.server.close()
+        await n.core.aclose()
