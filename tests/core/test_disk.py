@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -45,10 +46,11 @@ class Node:
         self.edge: Edge | None = None
 
     async def start(self, **settings: str) -> Edge:
-        edge = await start_edge(
-            self.origin.url, disk_cache=str(self.directory), disk_size="64MiB", cache_size="1MiB",
-            read_timeout="2", connect_timeout="1", **settings,
-        )  # fmt: skip
+        flags: dict[str, Any] = {
+            "disk_cache": str(self.directory), "disk_size": "64MiB", "cache_size": "1MiB",
+            "read_timeout": "2", "connect_timeout": "1", **settings,
+        }  # fmt: skip
+        edge = await start_edge(self.origin.url, None, (), **flags)
         assert edge.core._disk_start is not None
         await edge.core._disk_start  # the index rebuilt
         self.edge = edge
@@ -278,7 +280,7 @@ async def _two_workers(origin: ScriptedOrigin, run: Path, disk: Path) -> tuple[l
             disk_cache=str(disk),
             disk_size="64MiB",
             cache_size="1MiB",
-        )  # fmt: skip
+        )
         for p in places
     ]
     servers: list[object] = []
@@ -286,7 +288,7 @@ async def _two_workers(origin: ScriptedOrigin, run: Path, disk: Path) -> tuple[l
         core, config = n.core, n.core.config
         servers.append(
             await asyncio.get_running_loop().create_unix_server(
-                lambda core=core, config=config: SiblingProtocol(core, config),
+                lambda core=core, config=config: SiblingProtocol(core, config),  # type: ignore[misc]
                 sock=bind_unix(place.cache_socket(place.index)),
             )
         )
