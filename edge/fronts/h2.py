@@ -54,6 +54,7 @@ from edge.fronts.hit import FieldHitHead
 from edge.fronts.hpack_requests import RequestDecoder
 from edge.fronts.hpack_responses import ResponseEncoder
 from edge.fronts.request import Refusal, RequestRules, body_too_large
+from edge.fronts.stream_tunnel import StreamTunnel, connect_protocol, tunnel_request
 from edge.http.fields import Headers
 from edge.http.h2_request import malformed_request, malformed_trailers
 from edge.http.message import NO_BODY_STATUSES, Request, split_pseudo
@@ -223,7 +224,7 @@ client in the read being handled): StreamIDTooLowError once the stream left its 
 class _Stream:
     """One request/response exchange on an HTTP/2 connection."""
 
-    __slots__ = ("body", "body_size", "closed", "end", "ended", "pending", "req", "task", "waiter")
+    __slots__ = ("body", "body_size", "closed", "end", "ended", "pending", "req", "task", "tunnel", "waiter")
 
     def __init__(self) -> None:
         self.req: Request | None = None
@@ -239,6 +240,8 @@ class _Stream:
         """Reset by either side or the connection is gone."""
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.tunnel: StreamTunnel | None = None
+        """The WebSocket bridged on this stream (extended CONNECT), if it is one."""
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -293,6 +296,7 @@ class H2Protocol(asyncio.Protocol):
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSockets
                 # RFC 9113 §6.5.2 counts 32 bytes per field on top of name and value.
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: rules.max_block + 32 * (rules.max_count + 4),
             },
@@ -551,6 +555,10 @@ class H2Protocol(asyncio.Protocol):
         pairs = event.headers or ()
         method, path, authority, headers = split_pseudo(pairs)
         malformed = malformed_request(pairs)
+        if method == b"CONNECT" and malformed is None and (protocol := connect_protocol(pairs)) is not None:
+            ended = event.stream_ended is not None
+            self.open_tunnel(stream_id, stream, protocol, path, authority, headers, ended)
+            return
         try:
             if malformed is not None:
                 raise Refusal(400, f"malformed request: {malformed}")
@@ -565,9 +573,12 @@ class H2Protocol(asyncio.Protocol):
     def on_data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0
         size = event.flow_controlled_length or 0
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.tunnel is not None:
+            stream.tunnel.from_client(event.data or b"", size)  # credited back as the origin takes it
+            return
         if size:
             self.conn.acknowledge_received_data(size, stream_id)
-        stream = self.streams.get(stream_id)
         if stream is None or stream.req is None or stream.task is not None:
             return  # already answered (e.g. 413): the rest is read and dropped
         data = event.data or b""
@@ -593,6 +604,9 @@ class H2Protocol(asyncio.Protocol):
 
     def on_stream_ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
+        if stream is not None and stream.tunnel is not None:
+            stream.tunnel.client_ended()
+            return
         if stream is None or stream.req is None or stream.task is not None:
             return
         req = stream.req
@@ -665,6 +679,28 @@ class H2Protocol(asyncio.Protocol):
 
     def start(self, stream_id: int, stream: _Stream, req: Request) -> None:
         stream.task = asyncio.get_running_loop().create_task(self.serve(stream_id, stream, req))
+
+    def open_tunnel(
+        self,
+        stream_id: int,
+        stream: _Stream,
+        protocol: bytes,
+        path: bytes | None,
+        authority: bytes | None,
+        headers: Headers,
+        ended: bool,
+    ) -> None:
+        """Extended CONNECT (RFC 8441): a WebSocket bridged to the origin (edge.fronts.stream_tunnel)."""
+        try:
+            req = tunnel_request(self.rules, protocol, path, authority, headers, self.client, "2")
+        except Refusal as refusal:
+            self.refuse(stream_id, stream, refusal, b"CONNECT", path, authority or dict(headers).get(b"host"))
+            return
+        stream.req = req
+        tunnel = stream.tunnel = StreamTunnel(self.core, req, H2TunnelSink(self, stream_id, stream, req))
+        stream.task = tunnel.start()
+        if ended:
+            tunnel.client_ended()
 
     async def serve(self, stream_id: int, stream: _Stream, req: Request) -> None:
         sink = H2Sink(self, stream_id, stream, req)
@@ -846,6 +882,31 @@ class H2Sink:
         self.proto.streams.pop(self.stream_id, None)
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.proto.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.proto.flush()
+
+
+class H2TunnelSink(H2Sink):
+    """The sink of an extended CONNECT stream (edge.fronts.stream_tunnel.TunnelSink): the
+    client's DATA is credited back (WINDOW_UPDATE) only as the origin takes it, and a tunnel
+    closed by the node is RST_STREAM(CANCEL)."""
+
+    __slots__ = ()
+
+    def consumed(self, size: int) -> None:
+        if size and not self.proto.closing:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.proto.conn.acknowledge_received_data(size, self.stream_id)
+            self.proto.flush()
+
+    def reset(self) -> None:
+        stream = self.stream
+        if stream.closed or stream.ended or self.proto.closing:
+            return
+        stream.pending.clear()
+        stream.ended = stream.closed = True
+        self.proto.streams.pop(self.stream_id, None)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.proto.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
         self.proto.flush()
 
 

@@ -39,6 +39,7 @@ from edge.core.sink import serve_guarded
 from edge.fronts import qh3_io, quic_guard
 from edge.fronts.hit import FieldHitHead, lower_fields
 from edge.fronts.request import Refusal, RequestRules, body_too_large
+from edge.fronts.stream_tunnel import StreamTunnel, connect_protocol, tunnel_request
 from edge.http.fields import Headers
 from edge.http.message import NO_BODY_STATUSES, Request, split_pseudo
 
@@ -57,6 +58,8 @@ CHUNK = 64 * 1024
 """Largest DATA frame handed to the library at once."""
 H3_INTERNAL_ERROR = 0x102
 H3_REQUEST_CANCELLED = 0x10C
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 0x8
+"""RFC 9220 §3 (the RFC 8441 setting's HTTP/3 code)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def load_backend(name: str) -> QuicBackend:
         conf.QuicConfiguration,
         proto.QuicConnectionProtocol,
         server.QuicServer,
-        h3.H3Connection,
+        _extended_connect(h3.H3Connection),
         list(h3.H3_ALPN),
         hev.HeadersReceived,
         hev.DataReceived,
@@ -101,6 +104,21 @@ def load_backend(name: str) -> QuicBackend:
         qev.StopSendingReceived,
         qev.ConnectionTerminated,
     )
+
+
+def _extended_connect(base: Any) -> Any:
+    """``base`` (the library's H3Connection) announcing SETTINGS_ENABLE_CONNECT_PROTOCOL, so
+    clients may open WebSockets by extended CONNECT (RFC 9220). aioquic 1.x announces it
+    already; qh3 2.1 does not (its settings are built by ``_get_local_settings``, the one
+    place this touches). Both accept ``:protocol`` in a request's field section."""
+
+    class EdgeH3Connection(base):  # type: ignore[misc]
+        def _get_local_settings(self) -> dict[int, int]:
+            settings: dict[int, int] = super()._get_local_settings()
+            settings[SETTINGS_ENABLE_CONNECT_PROTOCOL] = 1
+            return settings
+
+    return EdgeH3Connection
 
 
 def quic_configuration(backend: QuicBackend, config: Config, cert: str, key: str) -> Any:
@@ -150,6 +168,8 @@ class H3Session:
         self.partial: dict[int, _Stream | None] = {}
         """Streams still sending their body; None for one refused at its head (body dropped)."""
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tunnels: dict[int, StreamTunnel] = {}
+        """WebSockets bridged on request streams (extended CONNECT, edge.fronts.stream_tunnel)."""
         self.sending: set[int] = set()
         """Streams whose response body is being written (what aioquic's buffer size sums)."""
         self.waiters: list[asyncio.Future[None]] = []
@@ -239,6 +259,9 @@ class H3Session:
         if stream_id in self.tasks:
             return
         method, path, authority, regular = split_pseudo(headers)
+        if method == b"CONNECT" and (protocol := connect_protocol(headers)) is not None:
+            self._open_tunnel(stream_id, protocol, path, authority, regular, ended)
+            return
         try:
             req = self.rules.from_pseudo(method, path, authority, regular, self._client(), "3")
         except Refusal as refusal:
@@ -251,6 +274,11 @@ class H3Session:
 
     def _on_data(self, stream_id: int, data: bytes, ended: bool) -> None:
         if stream_id not in self.partial:
+            tunnel = self.tunnels.get(stream_id)
+            if tunnel is not None:
+                tunnel.from_client(data)
+                if ended:
+                    tunnel.client_ended()
             return
         stream = self.partial[stream_id]
         if stream is None:  # refused at its head: the rest is dropped
@@ -282,6 +310,33 @@ class H3Session:
         task = self.loop.create_task(self._serve(stream_id, req, entry, now))
         self.tasks[stream_id] = task
         task.add_done_callback(lambda _: self._done(stream_id, task))
+
+    def _open_tunnel(
+        self,
+        stream_id: int,
+        protocol: bytes,
+        path: bytes | None,
+        authority: bytes | None,
+        headers: Headers,
+        ended: bool,
+    ) -> None:
+        """Extended CONNECT (RFC 9220): a WebSocket bridged to the origin (edge.fronts.stream_tunnel)."""
+        try:
+            req = tunnel_request(self.rules, protocol, path, authority, headers, self._client(), "3")
+        except Refusal as refusal:
+            self._refuse(stream_id, refusal, b"CONNECT", ended, path, authority or dict(headers).get(b"host"))
+            return
+        tunnel = self.tunnels[stream_id] = StreamTunnel(self.core, req, H3TunnelSink(self, stream_id, req))
+        task = self.tasks[stream_id] = tunnel.start()
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self.tunnels.get(stream_id) is tunnel:
+                del self.tunnels[stream_id]
+            self._done(stream_id, task)
+
+        task.add_done_callback(done)
+        if ended:
+            tunnel.client_ended()
 
     def _done(self, stream_id: int, task: asyncio.Task[None]) -> None:
         if self.tasks.get(stream_id) is task:
@@ -443,6 +498,21 @@ class H3Sink:
     def abort(self) -> None:
         if not self.session.closed:
             self.session.quic.reset_stream(self.stream_id, H3_INTERNAL_ERROR)
+            self.session.transmit_soon()
+
+
+class H3TunnelSink(H3Sink):
+    """The sink of an extended CONNECT stream (edge.fronts.stream_tunnel.TunnelSink). The QUIC
+    libraries credit stream data as it arrives, so there is nothing to give back here."""
+
+    __slots__ = ()
+
+    def consumed(self, size: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        if not self.session.closed:
+            self.session.quic.reset_stream(self.stream_id, H3_REQUEST_CANCELLED)
             self.session.transmit_soon()
 
 

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING
 from edge.http.message import reason_phrase
 
 if TYPE_CHECKING:
+    from edge.core import EdgeCore
     from edge.fronts.h1 import H1Protocol
     from edge.http.message import Request
 
-__all__ = ["Tunnel", "wants_websocket"]
+__all__ = ["HandshakeRefused", "Tunnel", "origin_handshake", "wants_websocket"]
 
 HEAD_LIMIT = 64 * 1024
 """Largest response head accepted from the origin."""
@@ -103,35 +104,13 @@ class Tunnel:
     # -- the tunnel --------------------------------------------------------------------------------
     async def run(self) -> int:
         """Handshake and relay; the status the client got (101 for a tunnel that opened)."""
-        proto, req = self.proto, self.req
-        core = proto.core
-        config = core.config
-        origin = core.gateway.router.origin
-        target = origin.pool.target
-        started = time.perf_counter()
+        config = self.proto.core.config
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port, limit=HEAD_LIMIT), config.connect_timeout
-            )
-        except (OSError, TimeoutError):
-            return self._refuse(502, "cannot reach the origin for this WebSocket")
+            reader, writer, head, status = await origin_handshake(self.proto.core, self.req)
+        except HandshakeRefused as refused:
+            return self._refuse(refused.status, refused.why)
         self.writer = writer
         try:
-            fields = core.gateway.fields_for(req, origin)
-            lines = [b"%s %s HTTP/1.1\r\n" % (req.method, req.target)]
-            lines += [name + b": " + value + b"\r\n" for name, value in fields]
-            lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            writer.write(b"".join(lines))
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), config.read_timeout)
-            except TimeoutError:
-                return self._refuse(504, "the origin did not answer the WebSocket handshake")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                return self._refuse(502, "the origin's answer to the WebSocket handshake is not HTTP")
-            req.upstream_time = time.perf_counter() - started
-            status = _status_of(head)
-            if status is None:
-                return self._refuse(502, "the origin's answer to the WebSocket handshake is not HTTP")
             self._to_client(head)
             self.status = status
             if status != 101:
@@ -216,6 +195,62 @@ class Tunnel:
             b"Connection: close\r\n\r\n" % (status, reason_phrase(status), len(body)) + body
         )
         return status
+
+
+class HandshakeRefused(Exception):
+    """The origin could not be asked, or did not answer with an HTTP/1.1 head: ``status`` and
+    ``why`` are the answer the client gets."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+async def origin_handshake(
+    core: EdgeCore, req: Request, extra: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes, int]:
+    """Open a connection of its own to the origin, send ``req``'s WebSocket handshake (the
+    node's forwarding fields, ``extra`` header lines, the upgrade) and read the answer's head.
+
+    The upstream side of every tunnel (HTTP/1.1 here, HTTP/2 and HTTP/3 in
+    :mod:`edge.fronts.stream_tunnel`): always the origin, never a shield or a sibling, so a
+    tunnel is never pinned to a node that may leave. Returns the reader, the writer (the
+    caller closes it), the head up to its blank line and its status; raises
+    :class:`HandshakeRefused` (502 unreachable or not HTTP, 504 no answer in ``read_timeout``).
+    """
+    config = core.config
+    origin = core.gateway.router.origin
+    target = origin.pool.target
+    started = time.perf_counter()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port, limit=HEAD_LIMIT), config.connect_timeout
+        )
+    except (OSError, TimeoutError):
+        raise HandshakeRefused(502, "cannot reach the origin for this WebSocket") from None
+    try:
+        fields = core.gateway.fields_for(req, origin)
+        lines = [b"%s %s HTTP/1.1\r\n" % (req.method, req.target)]
+        lines += [name + b": " + value + b"\r\n" for name, value in fields]
+        lines.append(extra + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        writer.write(b"".join(lines))
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), config.read_timeout)
+        except TimeoutError:
+            raise HandshakeRefused(504, "the origin did not answer the WebSocket handshake") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            raise HandshakeRefused(
+                502, "the origin's answer to the WebSocket handshake is not HTTP"
+            ) from None
+        req.upstream_time = time.perf_counter() - started
+        status = _status_of(head)
+        if status is None:
+            raise HandshakeRefused(502, "the origin's answer to the WebSocket handshake is not HTTP")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer, head, status
 
 
 def _content_length(head: bytes) -> int | None:

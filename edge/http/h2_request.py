@@ -25,8 +25,8 @@ _EDGE_SPACE = (0x20, 0x09)
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
 )
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
-"""Not ``:protocol``: the node does not offer extended CONNECT (RFC 8441)."""
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+"""``:protocol`` for extended CONNECT (RFC 8441), which the HTTPS front offers for WebSockets."""
 
 
 def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -35,12 +35,13 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     Pseudo-header names, order and presence (§8.3.1), characters and surrounding
     whitespace of names and values (§8.2.1), connection-specific fields and TE
     (§8.2.2), Host against ``:authority`` (§8.3.1), and two rules ``h2`` leaves out:
-    ``:path`` in origin form (or ``*`` for OPTIONS), and no ``:protocol`` (extended
-    CONNECT is not offered).
+    ``:path`` in origin form (or ``*`` for OPTIONS), and ``:protocol`` only on a CONNECT,
+    which then carries ``:scheme`` and ``:path`` (extended CONNECT, RFC 8441 §4; which
+    protocols are bridged is the front's business: edge.fronts.stream_tunnel).
     """
     pseudo: set[bytes] = set()
     regular_seen = False
-    method = authority = host = path = None
+    method = authority = host = path = protocol = None
     for name, value in fields:
         if not name:
             return "empty field name"
@@ -58,6 +59,8 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
                 authority = value
             elif name == b":path":
                 path = value
+            elif name == b":protocol":
+                protocol = value
             wrong = _value(value) if value else None
             if wrong is not None:
                 return wrong
@@ -72,7 +75,9 @@ def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
                 host = value
     if method is None:
         return "missing :method"
-    if method == b"CONNECT":
+    if protocol is not None and method != b"CONNECT":
+        return ":protocol outside CONNECT"
+    if method == b"CONNECT" and protocol is None:
         if b":scheme" in pseudo or b":path" in pseudo:
             return "CONNECT with :scheme or :path"
     else:

@@ -1,5 +1,5 @@
 """Server-Sent Events reach the client as the origin sends them: no buffering, no compression
-that waits for a block, on HTTP/1.1 and HTTP/2."""
+that waits for a block, on HTTP/1.1, HTTP/2 and HTTP/3."""
 
 from __future__ import annotations
 
@@ -78,5 +78,31 @@ async def test_events_reach_an_http2_client_before_the_origin_sends_the_next(
             assert got == b"data: first\n\n" and not gate.is_open
             gate.open()
             assert b"".join([chunk async for chunk in chunks]) == b"data: second\n\n"
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("backend", ["qh3", "aioquic"])
+async def test_events_reach_an_http3_client_before_the_origin_sends_the_next(
+    origin: ScriptedOrigin, dev_cert: DevCert, backend: str
+) -> None:
+    """aioquic's client hands each DATA frame over as it arrives (benchmarks/ws_clients)."""
+    from benchmarks.ws_clients import h3_client
+
+    gate = Gate()
+    origin.routes["/events"] = event_stream(gate, "no-store")
+    node = await start_secure_edge(origin.url, dev_cert, backend)
+    try:
+        async with h3_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+            stream = await client.stream_get("/events", [(b"accept-encoding", b"gzip, br")])
+            assert stream.status == 200 and stream.header(b"content-encoding") is None
+            got = await within(stream.recv(), "the first event while the origin holds the second", 10)
+            assert got == b"data: first\n\n" and not gate.is_open
+            gate.open()
+            rest = b""
+            while (chunk := await stream.recv()) is not None:
+                assert isinstance(chunk, bytes)
+                rest += chunk
+            assert rest == b"data: second\n\n"
     finally:
         await node.stop()
