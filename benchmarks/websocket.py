@@ -1,12 +1,23 @@
-"""WebSocket through the edge (HTTP/1.1): echo round trips against the origin direct, and
-the memory of idle tunnels. Run:
+"""WebSocket and Server-Sent Events through the edge, on HTTP/1.1, HTTP/2 and HTTP/3: echo round
+trips against the origin direct (and nginx, HTTP/1.1 only: it has no RFC 8441/9220), the
+memory of idle tunnels, and SSE event latency. Run (one benchmark at a time on a shared box):
 
-    python -m benchmarks.websocket [--messages 1000] [--idle 1000]
+    flock /tmp/bench.lock python -m benchmarks.websocket [--messages 1000] [--idle 1000]
 
-Starts a `websockets` echo server (its own process) and `edge serve` in front of it, both on
-127.0.0.1. Prints p50/p99 of ``--messages`` sequential echo round trips (64-byte text) direct
-and through the edge, and the edge's RSS before and after opening ``--idle`` tunnels that
-then stay idle (bounded: every connection is closed at the end; nothing leaves loopback).
+Starts an origin (its own process: a WebSocket echo server on the `websockets` library's
+sans-I/O protocol, and ``/events``: Server-Sent Events stamped with the origin's clock),
+``edge serve`` in front of it (HTTP/1.1, HTTPS with HTTP/2, HTTP/3 on qh3) and nginx when it
+is installed, all on 127.0.0.1. Prints:
+
+- p50/p99 of ``--messages`` sequential echo round trips (64-byte text) direct and through
+  the edge on each protocol (clients: `websockets` over HTTP/1.1; h2 / aioquic carrying the
+  same library's framing over extended CONNECT, benchmarks/ws_clients.py);
+- the edge's RSS before and after opening ``--idle`` tunnels that then stay idle, per
+  protocol (a fresh edge each; HTTP/2: 100 streams per connection, HTTP/3: 50);
+- p50/p99 of the delay from the origin stamping an event to the client reading it (200
+  events, 10 ms apart), direct and through the edge on each protocol.
+
+Bounded: every connection and process is closed at the end; nothing leaves loopback.
 """
 
 from __future__ import annotations
@@ -19,23 +30,106 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.ws_clients import WsStream, h2_client, h3_client
 
-ECHO_SERVER = """
-import asyncio, sys
-from websockets.asyncio.server import serve
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = 200
+EVENT_GAP = 0.01
+
+ORIGIN = """
+import asyncio, sys, time
+from websockets.frames import Frame, Opcode
+from websockets.server import ServerProtocol
+
+EVENTS, GAP = int(sys.argv[2]), float(sys.argv[3])
+
+async def events(writer):
+    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/event-stream\\r\\nCache-Control: no-store\\r\\n"
+                 b"Transfer-Encoding: chunked\\r\\n\\r\\n")
+    for _ in range(EVENTS):
+        await asyncio.sleep(GAP)
+        event = b"data: %r\\n\\n" % time.time()
+        writer.write(b"%x\\r\\n%s\\r\\n" % (len(event), event))
+        await writer.drain()
+    writer.write(b"0\\r\\n\\r\\n")
+
+async def websocket(reader, writer, head):
+    ws = ServerProtocol(max_size=None)
+    ws.receive_data(head)
+    request = ws.events_received()[0]
+    ws.send_response(ws.accept(request))
+    writer.write(b"".join(ws.data_to_send()))
+    while data := await reader.read(65536):
+        ws.receive_data(data)
+        for frame in ws.events_received():
+            if isinstance(frame, Frame) and frame.opcode is Opcode.TEXT:
+                ws.send_text(frame.data)
+            elif isinstance(frame, Frame) and frame.opcode is Opcode.BINARY:
+                ws.send_binary(frame.data)
+        out = ws.data_to_send()
+        if out:
+            writer.write(b"".join(out))
+            await writer.drain()
+        if ws.close_expected():
+            break
+
+async def serve(reader, writer):
+    try:
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        if head.startswith(b"GET /events"):
+            await events(writer)
+        elif head.startswith(b"GET /hit"):  # a cacheable 64 bytes: the clients' own round trip
+            writer.write(b"HTTP/1.1 200 OK\\r\\nCache-Control: max-age=600\\r\\nContent-Length: 64\\r\\n"
+                         b"Connection: close\\r\\n\\r\\n" + b"h" * 64)
+        else:
+            await websocket(reader, writer, head)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
 async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), max_queue=None):
-        await asyncio.Future()
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    async with server:
+        await server.serve_forever()
 asyncio.run(main())
+"""
+
+NGINX_CONF = """
+{user}
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://127.0.0.1:{origin_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;  # what a site streaming events configures
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
 """
 
 
@@ -63,75 +157,278 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def round_trips(url: str, count: int) -> list[float]:
-    times: list[float] = []
-    async with connect(url) as ws:
-        payload = "x" * 64
-        for _ in range(20):  # warm up
-            await ws.send(payload)
-            await ws.recv()
-        for _ in range(count):
-            started = time.perf_counter()
-            await ws.send(payload)
-            await ws.recv()
-            times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
 
 
-async def idle_tunnels(url: str, count: int, edge_pid: int) -> tuple[int, int]:
-    before = rss_kib(edge_pid)
+async def timed(
+    count: int, send: Callable[[], Awaitable[Any]], recv: Callable[[], Awaitable[Any]]
+) -> list[float]:
+    for _ in range(20):  # warm up
+        await send()
+        await recv()
+    times: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await send()
+        await recv()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+PAYLOAD = "x" * 64
+
+
+async def echo_h1(url: str, count: int) -> list[float]:
+    async with connect(url) as ws:
+        return await timed(count, lambda: ws.send(PAYLOAD), ws.recv)
+
+
+async def echo_stream(stream: WsStream, count: int) -> list[float]:
+    assert stream.status == 200, stream.status
+    return await timed(count, lambda: stream.send(PAYLOAD), stream.recv)
+
+
+async def echo_h2(port: int, count: int, ca: str) -> list[float]:
+    async with h2_client("127.0.0.1", port, ca) as client:
+        return await echo_stream(await client.websocket("/echo"), count)
+
+
+async def echo_h3(port: int, count: int, ca: str) -> list[float]:
+    async with h3_client("127.0.0.1", port, ca) as client:
+        return await echo_stream(await client.websocket("/echo"), count)
+
+
+async def hits_h2(port: int, count: int, ca: str) -> list[float]:
+    async with h2_client("127.0.0.1", port, ca) as client:
+        return await hit_loop(client, count)
+
+
+async def hits_h3(port: int, count: int, ca: str) -> list[float]:
+    async with h3_client("127.0.0.1", port, ca) as client:
+        return await hit_loop(client, count)
+
+
+async def hit_loop(client: Any, count: int) -> list[float]:
+    """GET round trips of a cached 64-byte hit on the same client stack: its own floor."""
+    stream: list[WsStream] = []
+
+    async def send() -> None:
+        stream[:] = [await client.stream_get("/hit")]
+
+    async def recv() -> None:
+        while await stream[0].recv() is not None:
+            pass
+
+    return await timed(count, send, recv)
+
+
+async def idle_h1(port: int, count: int, pid: int) -> tuple[int, int]:
+    before = rss_kib(pid)
     conns: list[ClientConnection] = []
     try:
         for start in range(0, count, 100):
-            batch = [connect(url, ping_interval=None) for _ in range(start, min(count, start + 100))]
+            batch = [
+                connect(f"ws://127.0.0.1:{port}/idle", ping_interval=None)
+                for _ in range(min(100, count - start))
+            ]
             conns += await asyncio.gather(*batch)
         await asyncio.sleep(1.0)  # let the edge settle
-        after = rss_kib(edge_pid)
+        return before, rss_kib(pid)
     finally:
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-    return before, after
+
+
+async def idle_streams(opener: Any, port: int, ca: str, count: int, per: int, pid: int) -> tuple[int, int]:
+    before = rss_kib(pid)
+    clients = [opener("127.0.0.1", port, ca) for _ in range((count + per - 1) // per)]
+    opened = [await c.__aenter__() for c in clients]
+    try:
+        for i, client in enumerate(opened):
+            streams = await asyncio.gather(
+                *(client.websocket("/idle") for _ in range(min(per, count - i * per)))
+            )
+            assert all(s.status == 200 for s in streams), [s.status for s in streams if s.status != 200][:3]
+        await asyncio.sleep(1.0)
+        return before, rss_kib(pid)
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)
+
+
+async def sse_h1(port: int) -> list[float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+    delays: list[float] = []
+    buf = b""
+    try:
+        while len(delays) < EVENTS:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            if not data:
+                break
+            now = time.time()
+            buf += data
+            delays += _stamps(buf, now)
+            buf = buf[buf.rfind(b"\n\n") + 2 :] if b"\n\n" in buf else buf
+    finally:
+        writer.close()
+    return delays
+
+
+def _stamps(buf: bytes, now: float) -> list[float]:
+    out = []
+    for part in buf.split(b"\n\n")[:-1]:
+        at = part.find(b"data: ")
+        if at >= 0:
+            out.append((now - float(part[at + 6 :].split(b"\r\n")[0])) * 1000)
+    return out
+
+
+async def sse_h2(port: int, ca: str) -> list[float]:
+    import httpx
+
+    delays: list[float] = []
+    async with (
+        httpx.AsyncClient(http2=True, verify=ca, timeout=20) as client,
+        client.stream("GET", f"https://localhost:{port}/events") as resp,
+    ):
+        assert resp.http_version == "HTTP/2"
+        buf = b""
+        async for chunk in resp.aiter_raw():
+            buf += chunk
+            delays += _stamps(buf, time.time())
+            buf = buf[buf.rfind(b"\n\n") + 2 :] if b"\n\n" in buf else buf
+    return delays
+
+
+async def sse_h3(port: int, ca: str) -> list[float]:
+    delays: list[float] = []
+    async with h3_client("127.0.0.1", port, ca) as client:
+        stream = await client.stream_get("/events")
+        buf = b""
+        while (chunk := await stream.recv(20)) is not None:
+            assert isinstance(chunk, bytes)
+            buf += chunk
+            delays += _stamps(buf, time.time())
+            buf = buf[buf.rfind(b"\n\n") + 2 :] if b"\n\n" in buf else buf
+    return delays
+
+
+class Edge:
+    """``edge serve`` on HTTP/1.1, HTTPS (HTTP/2) and HTTP/3 (qh3), in front of ``origin_port``."""
+
+    def __init__(self, origin_port: int, cert: Any, caps: int) -> None:
+        self.h1, self.tls = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
+             "--listen", f"127.0.0.1:{self.h1}", "--tls-listen", f"127.0.0.1:{self.tls}",
+             "--quic-listen", f"127.0.0.1:{self.tls}", "--cert", str(cert.cert), "--key", str(cert.key),
+             "--admin-listen", "", "--access-log", "off", "--max-client-tunnels", str(caps),
+             "--max-client-connections", str(caps), "--max-tunnels", str(caps)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.h1)
+        wait_port(self.tls)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_nginx(prefix: Path, origin_port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    binary = "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        return None
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""  # workers that can read the prefix
+    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, port=port, origin_port=origin_port))
+    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)])
+    wait_port(port)
+    return proc, port
+
+
+def line(label: str, values: list[float], base: list[float] | None = None) -> str:
+    text = f"  {label:<34} p50 {pct(values, 50):7.3f}  p99 {pct(values, 99):7.3f}"
+    if base is not None:
+        text += f"   (p50 {pct(values, 50) / pct(base, 50):.2f}x direct)"
+    return text
 
 
 def main() -> None:
+    from edge.wiring.devcert import ensure_dev_cert
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--idle", type=int, default=1000)
     args = ap.parse_args()
-    origin_port, edge_port = free_port(), free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(origin_port)])]
+    work = Path(tempfile.mkdtemp(prefix="ws-bench-"))
+    cert = ensure_dev_cert(work / "certs")
+    ca = str(cert.ca)
+    caps = args.idle + 50
+    origin_port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", ORIGIN, str(origin_port), str(EVENTS), str(EVENT_GAP)])]
+    edge: Edge | None = None
     try:
         wait_port(origin_port)
-        edge = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
-             "--listen", f"127.0.0.1:{edge_port}", "--admin-listen", "", "--tls-listen", "",
-             "--access-log", "off", "--max-client-tunnels", str(args.idle + 10),
-             "--max-client-connections", str(args.idle + 10), "--max-tunnels", str(args.idle + 10)],
-            cwd=ROOT,
-        )  # fmt: skip
-        procs.append(edge)
-        wait_port(edge_port)
-        direct = asyncio.run(round_trips(f"ws://127.0.0.1:{origin_port}/echo", args.messages))
-        through = asyncio.run(round_trips(f"ws://127.0.0.1:{edge_port}/echo", args.messages))
-        print(f"echo round trip, {args.messages} messages of 64 bytes, ms:")
-        print(f"  direct to the origin   p50 {pct(direct, 50):.3f}  p99 {pct(direct, 99):.3f}")
-        print(f"  through the edge       p50 {pct(through, 50):.3f}  p99 {pct(through, 99):.3f}")
-        before, after = asyncio.run(idle_tunnels(f"ws://127.0.0.1:{edge_port}/idle", args.idle, edge.pid))
-        per = (after - before) * 1024 / max(1, args.idle)
-        print(
-            f"{args.idle} idle tunnels: edge RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB ({per:,.0f} bytes each)"
-        )
+        nginx = start_nginx(work, origin_port)
+        if nginx is not None:
+            procs.append(nginx[0])
+        edge = Edge(origin_port, cert, caps)
+        n = args.messages
+        direct = asyncio.run(echo_h1(f"ws://127.0.0.1:{origin_port}/echo", n))
+        print(f"echo round trip, {n} sequential messages of 64 bytes, ms (origin: websockets sans-I/O echo):")
+        print(line("direct to the origin (h1)", direct))
+        if nginx is not None:
+            print(
+                line("through nginx (h1)", asyncio.run(echo_h1(f"ws://127.0.0.1:{nginx[1]}/echo", n)), direct)
+            )
+        print(line("through the edge, h1", asyncio.run(echo_h1(f"ws://127.0.0.1:{edge.h1}/echo", n)), direct))
+        print(line("through the edge, h2 (RFC 8441)", asyncio.run(echo_h2(edge.tls, n, ca)), direct))
+        print(line("through the edge, h3 qh3 (RFC 9220)", asyncio.run(echo_h3(edge.tls, n, ca)), direct))
+        print("  the same h2 / h3 clients' GET of a cached 64-byte hit (no tunnel: the stacks' own cost):")
+        print(line("  edge hit, h2", asyncio.run(hits_h2(edge.tls, n, ca))))
+        print(line("  edge hit, h3 qh3", asyncio.run(hits_h3(edge.tls, n, ca))))
+
+        print(f"SSE: origin stamp -> client read, {EVENTS} events {EVENT_GAP * 1000:.0f} ms apart, ms:")
+        direct_sse = asyncio.run(sse_h1(origin_port))
+        print(line("direct to the origin (h1)", direct_sse))
+        if nginx is not None:
+            print(line("through nginx (h1)", asyncio.run(sse_h1(nginx[1]))))
+        print(line("through the edge, h1", asyncio.run(sse_h1(edge.h1))))
+        print(line("through the edge, h2", asyncio.run(sse_h2(edge.tls, ca))))
+        print(line("through the edge, h3 qh3", asyncio.run(sse_h3(edge.tls, ca))))
+        edge.stop()
+        edge = None
+
+        print(f"{args.idle} idle tunnels (a fresh edge each), edge RSS:")
+        for label, measure in (
+            ("h1", lambda e: idle_h1(e.h1, args.idle, e.proc.pid)),
+            ("h2", lambda e: idle_streams(h2_client, e.tls, ca, args.idle, 100, e.proc.pid)),
+            ("h3 qh3", lambda e: idle_streams(h3_client, e.tls, ca, args.idle, 50, e.proc.pid)),
+        ):
+            edge = Edge(origin_port, cert, caps)
+            before, after = asyncio.run(measure(edge))
+            edge.stop()
+            edge = None
+            per = (after - before) * 1024 / max(1, args.idle)
+            print(
+                f"  {label:<8} {before / 1024:6.1f} -> {after / 1024:6.1f} MiB ({per:,.0f} bytes per tunnel)"
+            )
     finally:
+        if edge is not None:
+            edge.stop()
         for proc in reversed(procs):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,17 @@ class H2Client:
         await asyncio.wait_for(asyncio.shield(stream.head), 20)
         return stream
 
+    async def stream_get(self, path: str, extra: list[tuple[bytes, bytes]] | None = None) -> WsStream:
+        """A GET whose response DATA is queued as it arrives (see :meth:`H3Client.stream_get`)."""
+        stream_id = self.conn.get_next_available_stream_id()
+        stream = self.streams[stream_id] = _RawStream(self, stream_id)
+        head = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", self.authority.encode()),
+                (b":path", path.encode()), *(extra or [])]  # fmt: skip
+        self.conn.send_headers(stream_id, head, end_stream=True)
+        self.flush()
+        await asyncio.wait_for(asyncio.shield(stream.head), 20)
+        return stream
+
     def send_stream_data(self, stream_id: int, data: bytes) -> None:
         asyncio.get_running_loop().create_task(self.send_data(stream_id, data))
 

@@ -43,6 +43,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from edge.http.message import Request
 
 __all__ = ["StreamTunnel", "TunnelSink", "connect_protocol", "tunnel_request"]
+
+log = logging.getLogger("edge.fronts.stream_tunnel")
 
 TOWARD_ORIGIN = 256 * 1024
 """Bytes waiting in the origin's socket buffer above which client DATA is not credited back."""
@@ -269,10 +272,13 @@ class StreamTunnel:
                     {down, closed}, timeout=max(0.05, idle / 4), return_when=asyncio.FIRST_COMPLETED
                 )
                 if down in finished:
-                    if down.result():
+                    failed = down.exception()
+                    if failed is None and down.result():
                         self.sink.end()  # the origin closed: END_STREAM
                     else:
-                        self.sink.abort()
+                        if failed is not None:
+                            log.debug("WebSocket tunnel to the origin failed: %r", failed)
+                        self.sink.abort()  # the origin failed (or the stream went under the write)
                     return
                 if finished:
                     return  # the client is gone: nothing to tell it
