@@ -13,7 +13,9 @@ the same matching as a live purge (:func:`matcher`). Soft purges mark the record
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,17 @@ from edge.cache.disk_format import RecordHead
 from edge.cache.entry import TAG_FIELDS
 from edge.cache.purge import PURGE_KINDS, PurgeError, url_keys
 
-__all__ = ["DiskIndex", "Item", "PurgeLine", "format_purge", "item_of", "matcher", "parse_purges"]
+__all__ = [
+    "DiskIndex",
+    "Item",
+    "PurgeLine",
+    "decode_snapshot",
+    "encode_snapshot",
+    "format_purge",
+    "item_of",
+    "matcher",
+    "parse_purges",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -194,3 +206,33 @@ def parse_purges(data: bytes) -> list[PurgeLine]:
         if line.kind in PURGE_KINDS:
             lines.append(line)
     return lines
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+_SNAP_MAGIC = b"EDGS1"
+
+
+def encode_snapshot(items: list[Item]) -> bytes:
+    """The index as one blob (marshal of plain tuples, with a blake2b check): read at start
+    instead of every record's head."""
+    rows = [
+        (i.name, i.key, i.secondary, i.vary, i.size, i.fresh_until, i.stored_at, i.response_time,
+         i.body_length, tuple(i.tags))
+        for i in items
+    ]  # fmt: skip
+    payload = marshal.dumps(rows)
+    return _SNAP_MAGIC + hashlib.blake2b(payload, digest_size=16).digest() + payload
+
+
+def decode_snapshot(data: bytes) -> list[Item]:
+    """The items of a snapshot; ValueError unless it is whole and of this version."""
+    if not data.startswith(_SNAP_MAGIC):
+        raise ValueError("not an index snapshot")
+    check, payload = data[5:21], data[21:]
+    if hashlib.blake2b(payload, digest_size=16).digest() != check:
+        raise ValueError("index snapshot check differs")
+    return [
+        Item(name, key, sec, vary, size, fresh, stored, resp, length, frozenset(tags))
+        for name, key, sec, vary, size, fresh, stored, resp, length, tags in marshal.loads(payload)
+    ]

@@ -56,7 +56,16 @@ from edge.cache.disk_format import (
     to_entry,
     verify_body,
 )
-from edge.cache.disk_index import DiskIndex, Item, format_purge, item_of, matcher, parse_purges
+from edge.cache.disk_index import (
+    DiskIndex,
+    Item,
+    decode_snapshot,
+    encode_snapshot,
+    format_purge,
+    item_of,
+    matcher,
+    parse_purges,
+)
 from edge.cache.entry import Entry
 from edge.cache.key import accepts_coding, secondary_key
 from edge.http.message import Request
@@ -71,6 +80,8 @@ RETRY_AFTER = 30.0
 HEAD_READ = 4096
 """Bytes read first from a record at load; a longer head is read in a second call."""
 THREADS = 4
+SNAPSHOT_EVERY = 60.0
+"""Seconds between index snapshots (when the index changed), besides one at a clean stop."""
 
 
 def _unlink(path: Path) -> None:
@@ -93,8 +104,14 @@ class DiskTier:
         capacity: int,
         owns: Callable[[bytes], bool] = lambda _key: True,
         clock: Callable[[], float] = time.time,
+        worker: int = 0,
     ) -> None:
         self.root = Path(directory)
+        self.snapshot = self.root / f"index-{worker}.snap"
+        """This worker's index snapshot; every worker reads all of them at start."""
+        self.changes = 0
+        """Index changes since the last snapshot."""
+        self._snapshots: asyncio.Task[None] | None = None
         self.objects = self.root / "objects"
         self.purge_log = self.root / "purges.log"
         self.index = DiskIndex(capacity)
@@ -137,6 +154,7 @@ class DiskTier:
         self.counts["dropped_at_load"] = dropped
         self.load_seconds = time.perf_counter() - started
         self.loaded = True
+        self._snapshots = loop.create_task(self._snapshot_every(SNAPSHOT_EVERY))
         log.info(
             "disk cache %s: %d records (%d bytes) indexed in %.2f s, %d dropped",
             self.root, len(self.index), self.index.total, self.load_seconds, dropped,
@@ -151,19 +169,21 @@ class DiskTier:
         except FileNotFoundError:
             purges = []
         rules = [(line.soft, line.covers()) for line in purges]
+        known = self._read_snapshots()
         items: list[Item] = []
         dropped = 0
         for sub in range(256):
             with os.scandir(self.objects / f"{sub:02x}") as entries:
                 for dirent in entries:
-                    path = Path(dirent.path)
                     if dirent.name.startswith(".tmp-"):
-                        _unlink(path)
+                        _unlink(Path(dirent.path))
                         continue
-                    item = self._load_one(dirent.path, dirent.name)
+                    item = known.get(dirent.name)
+                    if item is None:  # written since the last snapshot: its head is read
+                        item = self._load_one(dirent.path, dirent.name)
                     if item is None:
                         dropped += 1
-                        _unlink(path)
+                        _unlink(Path(dirent.path))
                         continue
                     if not self.owns(item.key):
                         continue  # another worker's: it loads (and serves) it
@@ -177,11 +197,61 @@ class DiskTier:
                                 break
                     if hard:
                         dropped += 1
-                        _unlink(path)
+                        _unlink(Path(dirent.path))
                         continue
                     items.append(item)
         items.sort(key=lambda item: item.stored_at)
         return items, dropped
+
+    def _read_snapshots(self) -> dict[str, Item]:
+        """(thread) The items of every worker's snapshot by file name (the newest of a name wins).
+
+        A snapshot may be older than the directory: a record it lists that is gone is skipped
+        (only listed files are looked up), one written since is not in it (its head is read),
+        and one rewritten since is described by its older version until it is first read,
+        which checks the record's own head and digest before anything is served.
+        """
+        known: dict[str, Item] = {}
+        for path in sorted(self.root.glob("index-*.snap")):
+            try:
+                items = decode_snapshot(path.read_bytes())
+            except (OSError, ValueError, EOFError, TypeError) as exc:
+                log.warning("disk cache: ignoring the index snapshot %s: %s", path, exc)
+                continue
+            for item in items:
+                old = known.get(item.name)
+                if old is None or old.stored_at < item.stored_at:
+                    known[item.name] = item
+        return known
+
+    async def _snapshot_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            if self.changes:
+                await self.write_snapshot()
+
+    async def write_snapshot(self) -> None:
+        """Write this worker's index snapshot (the item list is copied on the loop, encoded and
+        written in a thread: tmp, fsync, rename)."""
+        items = list(self.index.by_name.values())
+        self.changes = 0
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.pool, self._write_snapshot, items)
+        except OSError as exc:
+            log.warning("disk cache: cannot write the index snapshot: %s", exc)
+
+    def _write_snapshot(self, items: list[Item]) -> None:
+        data = encode_snapshot(items)
+        tmp = self.snapshot.with_name(f".tmp-{self.snapshot.name}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.snapshot)
 
     @staticmethod
     def _load_one(path: str, name: str) -> Item | None:
@@ -274,6 +344,7 @@ class DiskTier:
             return
         self.counts["writes"] += 1
         self.counts["write_bytes"] += item.size
+        self.changes += 1
         gone = self.index.add(item)
         self.counts["evictions"] += sum(1 for g in gone if g is not item)
         self._unlink_later(gone)
@@ -390,6 +461,7 @@ class DiskTier:
 
     def _note(self, match: Callable[[Item], bool]) -> None:
         self.generation += 1
+        self.changes += 1
         if self.pending_bytes:
             self._since.append((self.generation, match))
 
@@ -400,6 +472,7 @@ class DiskTier:
             "disk_bytes": self.index.total,
             "disk_capacity": self.index.capacity,
             "disk_degraded": int(self.degraded),
+            "disk_ready": int(self.loaded),
             "disk_load_seconds": round(self.load_seconds, 3),
             **{f"disk_{name}": value for name, value in self.counts.items()},
         }
@@ -412,4 +485,8 @@ class DiskTier:
 
     async def aclose(self) -> None:
         await self.drain()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            if self.changes and self.loaded:
+                await self.write_snapshot()
         await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)

@@ -106,7 +106,8 @@ class EdgeCore:
         self.disk: DiskTier | None = None
         """The disk tier below memory (``disk_cache``), or None; only this worker's keys."""
         if config.disk_cache:
-            self.disk = DiskTier(config.disk_cache, config.disk_size, self._owns, clock)
+            worker = self.siblings.index(None) if None in self.siblings else 0
+            self.disk = DiskTier(config.disk_cache, config.disk_size, self._owns, clock, worker)
             self.memory.lower = self.disk
         self._disk_start: asyncio.Task[None] | None = None
         self.node_param = b"node=" + self.node_id.encode()

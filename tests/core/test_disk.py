@@ -96,15 +96,23 @@ async def node(origin: ScriptedOrigin, tmp_path: Path) -> AsyncIterator[Node]:
         await n.stop()
 
 
-async def test_restart_on_the_same_directory_hits_without_asking_the_origin(node: Node) -> None:
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "heads-only"])
+async def test_restart_on_the_same_directory_hits_without_asking_the_origin(
+    node: Node, snapshot: bool
+) -> None:
     serve(node.origin, "/a", "/b")
     edge = await node.start()
     port = edge.port
     assert (await node.get("/a"))[1] == body_of("/a")
     assert (await node.get("/b"))[1] == body_of("/b")
     await node.drain()
+    await node.stop()  # a clean stop writes the index snapshot; a kill -9 leaves none (or an old one)
+    snaps = list(node.directory.glob("index-*.snap"))
+    assert len(snaps) == 1
+    if not snapshot:
+        snaps[0].unlink()
     # Same port is not needed: the key is the Host the client sends, so ask with the old one.
-    edge = await node.restart()
+    edge = await node.start()
     stats = edge.core.stats()
     assert stats["disk_entries"] == 2 and stats["disk_loaded_records"] == 2
     async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:

@@ -1,0 +1,365 @@
+"""The disk tier (issue 20): hit ratio with and without it, a kill -9 mid-fill, index rebuild time.
+
+    flock /tmp/bench.lock python -m benchmarks.disk_tier [--quick] [--phase ratio|crash|rebuild|all]
+
+Processes on loopback: an origin (this module, ``origin`` sub-command: every object's body
+is derived from its number, so the client checks the sha256 of every response it gets) and
+``python -m edge.cli serve`` with ``--disk-cache``.
+
+- ratio: one Zipf(0.8) trace over a catalogue of ``--catalogue-mib`` (512) of objects sized
+  16 KiB..1 MiB (log-uniform), through an edge of ``--cache-mib`` (128) memory, once without
+  and once with the disk tier: byte hit ratio (response bytes whose Cache-Status says hit)
+  and origin requests.
+- crash: a fill-heavy run (every object once, 16 clients) killed with SIGKILL after
+  ``--kill-after`` s, the edge restarted on the same directory; then every object the first
+  run received is asked again: bodies whose sha256 differs from the origin's (must be 0),
+  the index rebuild time the edge logs, the hit ratio of that pass.
+- rebuild: ``--records`` (200,000) synthetic 1 KiB records written with
+  ``edge.cache.disk_format``, then a fresh process rebuilds the index (page cache warm,
+  and cold when ``/proc/sys/vm/drop_caches`` is writable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+KiB, MiB = 1024, 1024 * 1024
+TOKEN = "bench-token"
+HOST = {"Host": "bench.example"}
+"""Every request names one site, so a restarted edge on another port keys objects alike."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def size_of(n: int) -> int:
+    rnd = random.Random(n)
+    return int(16 * KiB * (64 ** rnd.random()))  # 16 KiB .. 1 MiB, log-uniform
+
+
+def body_of(n: int) -> bytes:
+    size = size_of(n)
+    seed = hashlib.sha256(b"%d" % n).digest()
+    return (seed * (size // 32 + 1))[:size]
+
+
+# -- the origin --------------------------------------------------------------------------------
+
+
+async def origin_main(port: int) -> None:
+    count = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1]
+                if target == b"/__count":
+                    body, fields = b"%d" % count, b""
+                else:
+                    count += 1
+                    n = int(target.rsplit(b"/", 1)[1])
+                    body = body_of(n)
+                    fields = b'Cache-Control: max-age=86400\r\nETag: "%d"\r\n' % n
+                writer.write(b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (fields, len(body)) + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+# -- edge and origin processes -------------------------------------------------------------------
+
+
+class Edge:
+    def __init__(self, origin: str, cache_mib: int, disk: Path | None, disk_mib: int, log: Path) -> None:
+        self.port, self.admin = free_port(), free_port()
+        argv = [
+            sys.executable, "-m", "edge.cli", "serve", "--upstream", origin,
+            "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin}",
+            "--admin-token", TOKEN, "--access-log", "off", "--tls-listen", "", "--quic-listen", "",
+            "--cache-size", f"{cache_mib}MiB", "--compress-codings", "",
+        ]  # fmt: skip
+        if disk is not None:
+            argv += ["--disk-cache", str(disk), "--disk-size", f"{disk_mib}MiB"]
+        self.log = log
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+        wait_port(self.port)
+
+    def stats(self) -> dict[str, object]:
+        r = httpx.get(f"http://127.0.0.1:{self.admin}/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+        return dict(r.json())
+
+    def rebuilt_in(self, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                stats = self.stats()
+            except httpx.HTTPError:
+                stats = {}
+            if stats.get("disk_ready"):
+                return float(stats["disk_load_seconds"])  # type: ignore[arg-type]
+            time.sleep(0.05)
+        raise TimeoutError("the edge did not rebuild its index")
+
+    def stop(self, kill: bool = False) -> None:
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def origin_count(origin: str) -> int:
+    return int(httpx.get(origin + "/__count").text)
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+async def fetch_all(port: int, trace: list[int], clients: int) -> dict[str, int]:
+    """Fetch ``trace`` with ``clients`` concurrent keep-alive clients; check every body."""
+    totals = {"requests": 0, "bytes": 0, "hit_bytes": 0, "hits": 0, "bad": 0, "errors": 0}
+    queue = iter(trace)
+    digests: dict[int, bytes] = {}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=HOST) as c:
+            for n in queue:
+                try:
+                    r = await c.get(f"/obj/{n}")
+                except httpx.HTTPError:
+                    totals["errors"] += 1
+                    continue
+                want = digests.get(n) or digests.setdefault(n, hashlib.sha256(body_of(n)).digest())
+                totals["requests"] += 1
+                totals["bytes"] += len(r.content)
+                if r.status_code != 200 or hashlib.sha256(r.content).digest() != want:
+                    totals["bad"] += 1
+                if "hit" in r.headers.get("cache-status", "").rsplit(",", 1)[-1].split(";")[1]:
+                    totals["hits"] += 1
+                    totals["hit_bytes"] += len(r.content)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return totals
+
+
+def zipf_trace(objects: int, requests: int, seed: int, alpha: float = 0.8) -> list[int]:
+    rnd = random.Random(seed)
+    ranks = list(range(objects))
+    rnd.shuffle(ranks)
+    weights = [1 / (i + 1) ** alpha for i in range(objects)]
+    return rnd.choices(ranks, weights=weights, k=requests)
+
+
+def catalogue(mib: int) -> int:
+    total, n = 0, 0
+    while total < mib * MiB:
+        total += size_of(n)
+        n += 1
+    return n
+
+
+# -- phases --------------------------------------------------------------------------------------
+
+
+def phase_ratio(args: argparse.Namespace, work: Path, origin: str) -> None:
+    objects = catalogue(args.catalogue_mib)
+    trace = zipf_trace(objects, args.requests, seed=20)
+    print(f"ratio: {objects} objects ({args.catalogue_mib} MiB), {len(trace)} requests, Zipf 0.8, "
+          f"memory {args.cache_mib} MiB")  # fmt: skip
+    for disk in (False, True):
+        d = work / "ratio-disk"
+        shutil.rmtree(d, ignore_errors=True)
+        before = origin_count(origin)
+        edge = Edge(
+            origin, args.cache_mib, d if disk else None, 4 * args.catalogue_mib, work / "edge-ratio.log"
+        )
+        if disk:
+            edge.rebuilt_in()
+        started = time.monotonic()
+        totals = asyncio.run(fetch_all(edge.port, trace, 8))
+        elapsed = time.monotonic() - started
+        stats = edge.stats()
+        edge.stop()
+        print(
+            f"  {'memory + disk' if disk else 'memory only  '}: byte hit ratio "
+            f"{totals['hit_bytes'] / totals['bytes']:.3f}, object hit ratio {totals['hits'] / totals['requests']:.3f}, "
+            f"origin requests {origin_count(origin) - before}, bad bodies {totals['bad']}, errors {totals['errors']}, "
+            f"{elapsed:.1f} s, disk hits {stats.get('disk_hits', '-')}, disk writes {stats.get('disk_writes', '-')}, "
+            f"skipped {stats.get('disk_writes_skipped', '-')}"
+        )  # fmt: skip
+
+
+def phase_crash(args: argparse.Namespace, work: Path, origin: str) -> None:
+    d = work / "crash-disk"
+    shutil.rmtree(d, ignore_errors=True)
+    objects = catalogue(args.catalogue_mib)
+    log = work / "edge-crash.log"
+    log.write_bytes(b"")
+    edge = Edge(origin, args.cache_mib, d, 4 * args.catalogue_mib, log)
+    edge.rebuilt_in()
+    done: list[int] = []
+
+    async def fill() -> None:
+        queue = iter(range(objects))
+
+        async def client() -> None:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{edge.port}", timeout=30, headers=HOST
+            ) as c:
+                for n in queue:
+                    try:
+                        r = await c.get(f"/obj/{n}")
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 200:
+                        done.append(n)
+
+        tasks = [asyncio.create_task(client()) for _ in range(16)]
+        await asyncio.sleep(args.kill_after)
+        edge.stop(kill=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(fill())
+    tmp = len(list(d.rglob(".tmp-*")))
+    records = sum(1 for p in d.rglob("*") if p.is_file() and p.parent.parent.name == "objects")
+    print(f"crash: killed -9 after {args.kill_after} s: {len(done)} objects received, {records} records "
+          f"and {tmp} temporary files on disk")  # fmt: skip
+    log.write_bytes(b"")
+    started = time.monotonic()
+    edge = Edge(origin, args.cache_mib, d, 4 * args.catalogue_mib, log)
+    rebuilt = edge.rebuilt_in()
+    wall = time.monotonic() - started
+    before = origin_count(origin)
+    totals = asyncio.run(fetch_all(edge.port, done, 8))
+    print(
+        f"  restart: index rebuilt in {rebuilt:.2f} s ({edge.stats()['disk_loaded_records']} records; process up to "
+        f"index {wall:.2f} s); then {totals['requests']} requests: bad bodies {totals['bad']}, object hit ratio "
+        f"{totals['hits'] / max(1, totals['requests']):.3f}, byte hit ratio "
+        f"{totals['hit_bytes'] / max(1, totals['bytes']):.3f}, origin requests {origin_count(origin) - before}"
+    )  # fmt: skip
+    edge.stop()
+
+
+REBUILD = """
+import asyncio, sys, time
+from edge.core.disk import DiskTier
+async def main():
+    tier = DiskTier(sys.argv[1], 1 << 50)
+    t = time.perf_counter()
+    await tier.start()
+    print(len(tier.index), time.perf_counter() - t)
+    await tier.write_snapshot()
+    tier.pool.shutdown()
+asyncio.run(main())
+"""
+
+
+def phase_rebuild(args: argparse.Namespace, work: Path) -> None:
+    from edge.cache.disk_format import body_digest, encode_head, file_name
+    from edge.cache.disk_format import RecordHead
+
+    d = work / "rebuild-disk"
+    shutil.rmtree(d, ignore_errors=True)
+    for sub in range(256):
+        (d / "objects" / f"{sub:02x}").mkdir(parents=True)
+    started = time.monotonic()
+    body = b"x" * KiB
+    digest = body_digest(body)
+    fields = [(b"Cache-Control", b"max-age=86400"), (b"Content-Type", b"application/octet-stream")]
+    now = time.time()
+    for i in range(args.records):
+        key = b"http://bench.example/obj/%d" % i
+        head = RecordHead(key, b"", 200, b"OK", fields, (), now, 0.0, 86400.0, True, False, False, now,
+                          now + 86400, len(body), digest)  # fmt: skip
+        name = file_name(key, b"")
+        with open(d / "objects" / name[:2] / name, "wb") as f:
+            f.write(encode_head(head) + body)
+    print(f"rebuild: {args.records} records written in {time.monotonic() - started:.1f} s")
+    runs = [("heads only, warm page cache", False, False), ("from the snapshot, warm", False, True)]
+    drop = Path("/proc/sys/vm/drop_caches")
+    if os.access(drop, os.W_OK):
+        runs += [
+            ("from the snapshot, cold page cache", True, True),
+            ("heads only, cold page cache", True, False),
+        ]
+    snap = d / "index-0.snap"
+    for what, cold, use_snapshot in runs:
+        if not use_snapshot:
+            snap.unlink(missing_ok=True)
+        if cold:
+            os.sync()
+            drop.write_text("3\n")
+        out = subprocess.run(
+            [sys.executable, "-c", REBUILD, str(d)], capture_output=True, text=True, check=True
+        )
+        count, seconds = out.stdout.split()
+        print(f"  {what}: {count} records indexed in {float(seconds):.2f} s "
+              f"({int(count) / float(seconds):,.0f} records/s)")  # fmt: skip
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "origin":
+        asyncio.run(origin_main(int(sys.argv[2])))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phase", choices=["ratio", "crash", "rebuild", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="a smaller catalogue and trace")
+    parser.add_argument("--catalogue-mib", type=int, default=512)
+    parser.add_argument("--cache-mib", type=int, default=128)
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--kill-after", type=float, default=4.0)
+    parser.add_argument("--records", type=int, default=200_000)
+    args = parser.parse_args()
+    if args.quick:
+        args.catalogue_mib, args.cache_mib, args.requests, args.records = 64, 16, 1500, 20_000
+        args.kill_after = 1.0
+    work = Path(tempfile.mkdtemp(prefix="edge-disk-bench-"))
+    port = free_port()
+    origin_proc = subprocess.Popen([sys.executable, "-m", "benchmarks.disk_tier", "origin", str(port)])
+    try:
+        wait_port(port)
+        origin = f"http://127.0.0.1:{port}"
+        if args.phase in ("ratio", "all"):
+            phase_ratio(args, work, origin)
+        if args.phase in ("crash", "all"):
+            phase_crash(args, work, origin)
+        if args.phase in ("rebuild", "all"):
+            phase_rebuild(args, work)
+    finally:
+        origin_proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
