@@ -285,8 +285,7 @@ asyncio.run(main())
 
 
 def phase_rebuild(args: argparse.Namespace, work: Path) -> None:
-    from edge.cache.disk_format import body_digest, encode_head, file_name
-    from edge.cache.disk_format import RecordHead
+    from edge.cache.disk_format import RecordHead, body_digest, encode_head, file_name
 
     d = work / "rebuild-disk"
     shutil.rmtree(d, ignore_errors=True)
