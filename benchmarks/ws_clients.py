@@ -27,7 +27,7 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import QuicEvent, StreamReset
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
 
@@ -285,6 +285,10 @@ class H3Client(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamReset) and event.stream_id in self.streams:
             self.streams[event.stream_id].on_end(reset=event.error_code)
+        if isinstance(event, ConnectionTerminated):
+            for stream in self.streams.values():
+                if not stream.ended.is_set():
+                    stream.on_end(reset=-1)
         for h3_event in self.h3.handle_event(event):
             stream = self.streams.get(getattr(h3_event, "stream_id", -1))
             if stream is None:

@@ -14,7 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from benchmarks.ws_clients import ENABLE_CONNECT_PROTOCOL, WsStream, h2_client, h3_client
 from edge.wiring.devcert import DevCert
-from tests.support.nodes import SecureEdge, start_secure_edge
+from tests.support.nodes import SecureEdge, free_port, start_secure_edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually, within
 
@@ -247,3 +247,35 @@ async def test_tunnels_beyond_the_per_client_cap_are_refused(
         assert node.core.clients.refused_tunnels == 1
     finally:
         await node.stop()
+
+
+async def test_a_tunnel_goes_to_the_origin_past_a_dead_shield(ws_origin: WsOrigin, dev_cert: DevCert) -> None:
+    """With a shield configured that does not answer, a WebSocket still opens: tunnels go to
+    the origin on a connection of their own, never through a shield."""
+    node = await start_secure_edge(ws_origin.url, dev_cert, shields=f"http://127.0.0.1:{free_port()}")
+    try:
+        async with h2_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+            stream = await ws(client, "/through")
+            assert stream.status == 200 and await stream.recv() == "welcome /through"
+        assert ws_origin.seen[0][0] == "/through"
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("protocol", ["h2", "h3"])
+async def test_shutdown_closes_open_tunnels(ws_origin: WsOrigin, dev_cert: DevCert, protocol: str) -> None:
+    node = await start_secure_edge(ws_origin.url, dev_cert)
+    opener = h2_client if protocol == "h2" else h3_client
+    stopped = False
+    try:
+        async with opener("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+            stream = await ws(client, "/open")
+            assert await stream.recv() == "welcome /open"
+            await node.stop()
+            stopped = True
+            assert await stream.recv(10) is None  # the connection went with the node
+        await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was given back")
+        assert ws_origin.seen[0][0] == "/open"
+    finally:
+        if not stopped:
+            await node.stop()
