@@ -50,7 +50,9 @@ class NullTransport:
         pass
 
 
-async def run(requests: int, headers: str, access_log: str | None = None, eviction: str = "lru") -> float:
+async def run(
+    requests: int, headers: str, access_log: str | None = None, eviction: str = "lru", per_read: int = 10
+) -> float:
     config = edge_config.load(None, {}, {"upstream": "http://127.0.0.1:9", "eviction": eviction})
     core = EdgeCore(config)
     access = None
@@ -70,9 +72,9 @@ async def run(requests: int, headers: str, access_log: str | None = None, evicti
     proto.connection_made(transport)  # type: ignore[arg-type]
     extra = BROWSER_HEADERS if headers == "browser" else b""
     one = b"GET /1k.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n" + extra + b"\r\n"
-    batch = one * 10
+    batch = one * per_read
     start = time.perf_counter()
-    for _ in range(requests // 10):
+    for _ in range(requests // per_read):
         proto.data_received(batch)
     if access is not None:
         access.close()
@@ -87,11 +89,15 @@ def main() -> None:
     ap.add_argument("--headers", choices=["wrk", "browser"], default="wrk")
     ap.add_argument("--access-log", help="turn the access log on, writing to this file (e.g. /dev/null)")
     ap.add_argument("--eviction", choices=["lru", "s3fifo"], default="lru", help="the store's policy")
+    ap.add_argument(
+        "--per-read", type=int, default=10,
+        help="requests per data_received: 10 pipelined (the default), or 1 as wrk sends them",
+    )  # fmt: skip
     args = ap.parse_args()
-    per_hit = asyncio.run(run(args.requests, args.headers, args.access_log, args.eviction))
+    per_hit = asyncio.run(run(args.requests, args.headers, args.access_log, args.eviction, args.per_read))
     logged = f", access log to {args.access_log}" if args.access_log else ""
     print(
-        f"{per_hit:.2f} us per hit ({args.headers} headers{logged}, {args.eviction}), "
+        f"{per_hit:.2f} us per hit ({args.headers} headers{logged}, {args.eviction}, {args.per_read} per read), "
         f"{1e6 / per_hit:,.0f} hits/s of CPU"
     )
 

@@ -112,6 +112,16 @@ class Compressor:
             return sibling
         return self._compress(entry, coding)
 
+    def settled(self, entry: Entry, chosen: Entry, req: Request) -> bool:
+        """Whether ``chosen`` (what :meth:`representation` gave ``req`` for ``entry``) is what
+        the same request gets until ``entry.encodings`` changes: False while identity stands
+        in for a sibling that is being made or was skipped (a later request starts it)."""
+        encodings = entry.encodings
+        if encodings is None:
+            return True
+        coding = self._coding_for(req)
+        return coding == IDENTITY or encodings.get(coding) is chosen
+
     @property
     def pending(self) -> int:
         """Compressions queued or running in the thread."""

@@ -31,7 +31,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from edge.cache import stale as stale_rules
 from edge.cache.admission import AdmissionRules
@@ -61,7 +61,7 @@ from edge.http.message import Request
 from edge.http.peers import TrustedProxies
 from edge.upstream.router import Router
 
-__all__ = ["EdgeCore"]
+__all__ = ["EdgeCore", "HitRoute"]
 
 GET, HEAD = b"GET", b"HEAD"
 NEVER = float("-inf")
@@ -71,6 +71,30 @@ _NO_VERDICTS: dict[bytes, bool] = {}
 def _ttl(entry: Entry, now: float) -> int | None:
     """Seconds of freshness left for Cache-Status (none for an entry that is never fresh)."""
     return None if entry.fresh_until == NEVER else int(entry.fresh_until - now)
+
+
+class HitRoute:
+    """A fresh hit's answer, held for requests identical to the one it was decided for.
+
+    :meth:`EdgeCore.fresh_hit` is a function of the request and of the stored ``found``
+    (an Entry or Variants) under ``key``: the variant of ``secondary`` (the ``base``
+    entry), its freshness and its compressed siblings. While ``found`` is still stored
+    under ``key`` (a purge, replacement or eviction removes it), ``base`` is still the
+    variant, still fresh, and has the same siblings (``codings``, which only grow), the
+    same request gets ``entry`` again: :meth:`EdgeCore.replay` checks exactly that.
+    """
+
+    __slots__ = ("base", "codings", "entry", "found", "key", "secondary")
+
+    def __init__(
+        self, key: bytes, found: Entry | Variants, secondary: bytes | None, base: Entry, entry: Entry
+    ) -> None:
+        self.key = key
+        self.found = found
+        self.secondary = secondary
+        self.base = base
+        self.entry = entry
+        self.codings = -1 if base.encodings is None else len(base.encodings)
 
 
 class EdgeCore:
@@ -182,6 +206,40 @@ class EdgeCore:
         if entry.encodings is not None:
             return self.compressor.representation(entry, req)
         return entry
+
+    def hit_route(self, req: Request, entry: Entry) -> HitRoute | None:
+        """What keeps ``entry``, just returned by :meth:`fresh_hit` for ``req``, the answer to
+        every request identical to ``req`` (see :class:`HitRoute`); None when it is not final
+        (a compressed sibling the request takes is still being made)."""
+        key = primary_key(req)
+        found = self._lookup(key)
+        secondary = None
+        base = found
+        if type(found) is Variants:
+            secondary = secondary_key(req, found.names)
+            base = found.by_secondary.get(secondary)
+        if found is None or type(base) is not Entry or not self.compressor.settled(base, entry, req):
+            return None
+        return HitRoute(key, found, secondary, base, entry)
+
+    def replay(self, route: HitRoute, now: float) -> Entry | None:
+        """:meth:`fresh_hit`'s answer for a request identical to the one ``route`` was made
+        for, or None when the route no longer holds (then ask :meth:`fresh_hit`). Never awaits."""
+        base = route.base
+        if now >= base.fresh_until:
+            return None
+        found = self._lookup(route.key)  # also what makes it a use for the eviction policy
+        if found is not route.found:
+            return None  # purged, replaced, evicted
+        if (
+            route.secondary is not None
+            and cast(Variants, found).by_secondary.get(route.secondary) is not base
+        ):
+            return None
+        encodings = base.encodings
+        if encodings is not None and len(encodings) != route.codings:
+            return None  # a new sibling: the coding choice may change
+        return route.entry
 
     @property
     def cache_name(self) -> bytes:

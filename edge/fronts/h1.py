@@ -27,9 +27,11 @@ from typing import cast
 
 import httptools
 
+from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.clients import ClientLimits
+from edge.core.node import HitRoute
 from edge.core.observe import RequestLog
 from edge.core.sink import serve_guarded
 from edge.fronts.hit import WireHitHead
@@ -62,6 +64,45 @@ LIVE: weakref.WeakSet[H1Protocol] = weakref.WeakSet()
 MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
 
+REPLAY_MAX_BYTES = 2048
+"""Longest request (head, as one read) whose fast hit is replayed by its bytes (see Replay)."""
+
+REPLAY_TABLE_SIZE = 2048
+"""Request byte strings remembered per listener kind; the table is emptied when full."""
+
+
+class Replay:
+    """A fast hit decided for one exact request, answered again without parsing it.
+
+    Load tools, caches one tier down and many apps send the same bytes for the same
+    object again and again. When a read is exactly one complete request without a body,
+    the second time those bytes arrive their hit is remembered here, under the bytes, as
+    a :class:`HitRoute` (which the core re-checks against the store, freshness and the
+    compressed siblings on every use) and what the request said about the connection.
+    Everything the parse and the request rules would decide is a function of the bytes,
+    but the per-address rate limit and a trusted proxy's scheme: with a rate limit a
+    listener keeps no table, and a request whose scheme a proxy set is not remembered.
+    """
+
+    __slots__ = ("keep_alive", "req", "route")
+
+    def __init__(self, route: HitRoute, req: Request, keep_alive: bool) -> None:
+        self.route = route
+        self.req = req
+        self.keep_alive = keep_alive
+
+
+SEEN_ONCE = Replay.__new__(Replay)
+"""The table's mark for bytes seen once: remembered only if they come again, so traffic
+that never repeats costs a dict insert, not a route."""
+
+NOT_REPLAYED = Replay.__new__(Replay)
+"""The table's mark for bytes that are not one request with a fast hit (pipelined, a miss)."""
+
+_REPLAYS: weakref.WeakKeyDictionary[EdgeCore, dict[tuple[bytes, bytes], dict[bytes, Replay]]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 class H1Protocol(asyncio.Protocol):
     """One client connection."""
@@ -91,6 +132,16 @@ class H1Protocol(asyncio.Protocol):
         self.hit_fields = b"".join(k + b": " + v + b"\r\n" for k, v in core.hit_fields)
         self.extra_fields = b"Alt-Svc: %s\r\n" % config.alt_svc.encode() if config.alt_svc else b""
         """Fields every response on this listener carries (Alt-Svc advertising HTTP/3)."""
+        self.replays: dict[bytes, Replay] | None = None
+        """Fast hits by request bytes (:class:`Replay`), shared by the listener's connections;
+        None where requests are never replayed (a rate limit, a sibling worker's socket)."""
+        if rules.rate is None:
+            tables = _REPLAYS.setdefault(core, {})
+            self.replays = tables.setdefault((scheme, self.extra_fields), {})
+        self.replay_wanted = False
+        """These bytes were seen once: remember their hit this time (set per read)."""
+        self.replay_offer: Replay | None = None
+        """The hit :meth:`_try_hit` decided during this read, to remember under its bytes."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
@@ -189,8 +240,23 @@ class H1Protocol(asyncio.Protocol):
             return
         if self.closing or self.pending_reject:
             return
-        self.chunk_size = len(data)
+        replays = self.replays
+        self.chunk_size = size = len(data)
         if self.at_boundary:
+            if replays is not None and size <= REPLAY_MAX_BYTES and self.active is None and not self.queue:
+                replay = replays.get(data)
+                if replay is None:
+                    if len(replays) >= REPLAY_TABLE_SIZE:
+                        replays.clear()
+                    replays[data] = SEEN_ONCE
+                elif replay is SEEN_ONCE:
+                    self.replay_wanted = True
+                elif replay is NOT_REPLAYED:
+                    pass
+                elif self._replay(replay):
+                    return
+                else:
+                    del replays[data]
             # A message starts here: an extension method (RFC 9110 §9.1) llhttp does not know is
             # parsed as POST (same framing rules) and restored in on_headers_complete.
             space = data.find(b" ", 0, 64)
@@ -238,6 +304,16 @@ class H1Protocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(Refusal(400, f"malformed request: {exc}"))
             return
+        if self.replay_wanted:
+            # Remember the hit only if this read was the whole of one request (see Replay).
+            self.replay_wanted = False
+            offer = self.replay_offer
+            self.replay_offer = None
+            if replays is not None:
+                if self.messages_begun != begun + 1 or not self.at_boundary:
+                    replays[data] = NOT_REPLAYED  # not one whole request: never will be
+                elif offer is not None:
+                    replays[data] = offer  # (a miss, or a sibling being made: seen once still)
         if self.in_head and not self.at_boundary and not self.closing:
             # This chunk ends inside a head. If the same head was already open when the
             # chunk arrived, all of it is head: count it, so a field sent forever in
@@ -362,11 +438,43 @@ class H1Protocol(asyncio.Protocol):
         task.add_done_callback(ended)
 
     # -- answering ---------------------------------------------------------------
+    def _replay(self, replay: Replay) -> bool:
+        """Answer a request by its bytes (:class:`Replay`); False when its route no longer holds."""
+        now = self.clock()
+        entry = self.core.replay(replay.route, now)
+        if entry is None:
+            return False
+        req = replay.req
+        if self.logged and req.client != self.client:
+            req = Request(
+                req.method, req.target, req.headers, req.fields, req.scheme, req.host, self.client,
+                req.http_version,
+            )  # fmt: skip
+        return self._answer_hit(entry, now, req, replay.keep_alive)
+
     def _try_hit(self, req: Request, keep_alive: bool) -> bool:
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is None:
             return False
+        if self.replay_wanted and self.replay_offer is None:
+            fields = req.fields
+            if (
+                req.body
+                or req.scheme != self.scheme
+                or b"content-length" in fields
+                or b"transfer-encoding" in fields
+                or b"expect" in fields
+            ):
+                self.replay_offer = NOT_REPLAYED
+            else:
+                route = self.core.hit_route(req, entry)
+                if route is not None:
+                    self.replay_offer = Replay(route, req, keep_alive)
+        return self._answer_hit(entry, now, req, keep_alive)
+
+    def _answer_hit(self, entry: Entry, now: float, req: Request, keep_alive: bool) -> bool:
+        """Write ``entry`` as the fresh hit answering ``req`` (memoised head, one write)."""
         transport = self.transport
         assert transport is not None
         age = int(entry.corrected_initial_age + (now - entry.response_time))

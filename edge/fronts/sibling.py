@@ -57,6 +57,7 @@ class SiblingProtocol(H1Protocol):
         self.tunnels = False  # a WebSocket never goes through a sibling worker
         self.requests = None  # counted and logged by the worker the client asked
         self.extra_fields = b""  # no Alt-Svc: the asking worker speaks to the client
+        self.replays = None  # every request takes the full path here
         self.rules = {scheme: RequestRules(config, scheme) for scheme in (b"http", b"https")}
         self.finish = self._finish_internal
         own = core.cache_name
