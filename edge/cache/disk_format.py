@@ -39,6 +39,9 @@ from edge.http.fields import Headers
 __all__ = [
     "CHECK_SIZE",
     "FLAG_STALE",
+    "KIND_ENTRY",
+    "KIND_META",
+    "KIND_SLICE",
     "MAGIC",
     "PREFIX",
     "VERSION",
@@ -50,6 +53,7 @@ __all__ = [
     "file_name",
     "from_entry",
     "head_length",
+    "slice_head",
     "to_entry",
     "verify_body",
 ]
@@ -57,6 +61,13 @@ __all__ = [
 MAGIC = b"EDGD"
 VERSION = 1
 KIND_ENTRY = 1
+"""A whole response (``Entry``)."""
+KIND_META = 2
+"""The description of an object kept as slices (``SliceMeta``: its entry without body, the
+object's length, the slice size and the token naming its slices)."""
+KIND_SLICE = 3
+"""The bytes of one slice, under its slice key (no fields)."""
+KINDS = (KIND_ENTRY, KIND_META, KIND_SLICE)
 FLAG_STALE = 1
 """A soft purge's copy: never fresh again (``Entry.stale_copy``)."""
 
@@ -68,6 +79,7 @@ MAX_META = 1 << 24
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+_SLICING = struct.Struct("<QQ")
 _FIXED = struct.Struct("<Hdddbb")
 """status, response_time, corrected_initial_age, lifetime, explicit, targeted."""
 
@@ -98,6 +110,11 @@ class RecordHead:
     body_digest: bytes
     head_length: int = 0
     """Bytes before the body (set by ``encode_head`` / ``decode_head``)."""
+    kind: int = KIND_ENTRY
+    object_length: int = 0
+    """KIND_META: the whole object's length (and ``slice_size``, ``token``); 0 otherwise."""
+    slice_size: int = 0
+    token: bytes = b""
 
 
 def body_digest(body: bytes | memoryview) -> bytes:
@@ -160,11 +177,14 @@ def encode_head(head: RecordHead) -> bytes:
     for name, value in head.headers:
         _chunk(meta, _U16, name)
         _chunk(meta, _U32, value)
+    if head.kind == KIND_META:
+        meta.append(_SLICING.pack(head.object_length, head.slice_size))
+        _chunk(meta, _U16, head.token)
     meta_bytes = b"".join(meta)
     prefix = PREFIX.pack(
         MAGIC,
         VERSION,
-        KIND_ENTRY,
+        head.kind,
         FLAG_STALE if head.stale else 0,
         len(meta_bytes),
         head.body_length,
@@ -182,7 +202,7 @@ def head_length(prefix: bytes) -> int:
     if len(prefix) < PREFIX.size:
         raise CorruptRecord("short prefix")
     magic, version, kind, _flags, meta_len, *_ = PREFIX.unpack_from(prefix)
-    if magic != MAGIC or version != VERSION or kind != KIND_ENTRY or meta_len > MAX_META:
+    if magic != MAGIC or version != VERSION or kind not in KINDS or meta_len > MAX_META:
         raise CorruptRecord("not a record of this version")
     return int(PREFIX.size + meta_len + CHECK_SIZE)
 
@@ -219,7 +239,9 @@ def decode_head(data: bytes) -> RecordHead:
     check = hashlib.blake2b(data[:meta_end], digest_size=CHECK_SIZE).digest()
     if check != data[meta_end:total]:
         raise CorruptRecord("head check digest differs")
-    _m, _v, _k, flags, _ml, body_length, stored_at, fresh_until, digest = PREFIX.unpack_from(data)
+    _m, _v, kind, flags, _ml, body_length, stored_at, fresh_until, digest = PREFIX.unpack_from(data)
+    object_length = slice_size = 0
+    token = b""
     r = _Reader(data[PREFIX.size : meta_end])
     try:
         key = r.chunk(_U32)
@@ -233,6 +255,9 @@ def decode_head(data: bytes) -> RecordHead:
         for _ in range(int(n_fields)):  # type: ignore[call-overload]
             name = r.chunk(_U16)
             headers.append((name, r.chunk(_U32)))
+        if kind == KIND_META:
+            object_length, slice_size = r.fixed(_SLICING)  # type: ignore[assignment]
+            token = r.chunk(_U16)
     except struct.error as exc:  # pragma: no cover - lengths are checked by take()
         raise CorruptRecord(str(exc)) from None
     if r.pos != len(r.data):
@@ -255,6 +280,10 @@ def decode_head(data: bytes) -> RecordHead:
         body_length=body_length,
         body_digest=digest,
         head_length=total,
+        kind=kind,
+        object_length=int(object_length),
+        slice_size=int(slice_size),
+        token=token,
     )
 
 
@@ -284,3 +313,13 @@ def to_entry(head: RecordHead, body: bytes) -> Entry:
     if head.stale:
         entry.fresh_until = float("-inf")
     return entry
+
+
+def slice_head(key: bytes, data: bytes, stored_at: float) -> RecordHead:
+    """The head of the record of one slice's bytes (``key``: its slice key)."""
+    return RecordHead(
+        key=key, secondary=b"", status=206, reason=b"", headers=[], vary=(), response_time=stored_at,
+        corrected_initial_age=0.0, lifetime=0.0, explicit=False, targeted=False, stale=False,
+        stored_at=stored_at, fresh_until=float("inf"), body_length=len(data),
+        body_digest=body_digest(data), kind=KIND_SLICE,
+    )  # fmt: skip

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from edge.cache.disk_format import RecordHead
 from edge.cache.entry import TAG_FIELDS
 from edge.cache.purge import PURGE_KINDS, PurgeError, url_keys
+from edge.cache.slices import meta_key
 
 __all__ = [
     "DiskIndex",
@@ -161,9 +162,14 @@ class DiskIndex:
 
 
 def matcher(kind: str, target: str) -> Callable[[Item], bool]:
-    """Which records a purge of ``kind`` covers: the same URL keys as ``edge.cache.purge``."""
+    """Which records a purge of ``kind`` covers: the same URL keys as ``edge.cache.purge``.
+
+    A URL or tag purge drops a sliced object's description, not its slices: their keys carry
+    the description's token, which no later description has, so they are never read again
+    and leave by eviction."""
     if kind == "url":
-        keys = frozenset(url_keys(target))
+        bases = url_keys(target)
+        keys = frozenset([*bases, *(meta_key(base) for base in bases)])  # the object, or its slices'
         return lambda item: item.key in keys
     if kind == "prefix":
         starts = tuple(url_keys(target))

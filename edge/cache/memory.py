@@ -55,6 +55,12 @@ class Lower(Protocol):
     def spill(self, entry: Entry, secondary: bytes) -> None:
         """Keep ``entry`` (evicted from memory, or larger than memory): it may be asked for again."""
 
+    def spill_meta(self, meta: SliceMeta) -> None:
+        """Keep the description of a sliced object."""
+
+    def spill_slice(self, key: bytes, data: bytes) -> None:
+        """Keep the bytes of one slice, stored under its slice key ``key``."""
+
     def forget(self, key: bytes) -> None:
         """The URL's responses may no longer be served (an unsafe method, permission withdrawn)."""
 
@@ -130,6 +136,8 @@ class MemoryTier:
 
     def put_sliced(self, meta: SliceMeta) -> None:
         self._put(meta_key(meta.entry.key), meta, meta.charge)
+        if self.lower is not None:
+            self.lower.spill_meta(meta)
 
     def is_current(self, meta: SliceMeta) -> bool:
         """Whether ``meta`` (or a freshened copy with its token) is the stored description."""
@@ -154,9 +162,12 @@ class MemoryTier:
         """Keep slice ``index`` of ``meta``'s object, while that object is the stored one."""
         if self.is_current(meta):
             with contextlib.suppress(ValueError):  # a slice larger than the cache is served, not kept
-                evicted = self.lru.put(meta.slice_key(index), SliceBody(data), len(data) + ENTRY_OVERHEAD)
+                key = meta.slice_key(index)
+                evicted = self.lru.put(key, SliceBody(data), len(data) + ENTRY_OVERHEAD)
                 if evicted and self.lower is not None:
                     self._spill(evicted)
+            if self.lower is not None:
+                self.lower.spill_slice(meta.slice_key(index), data)
 
     # -- what purge needs ----------------------------------------------------------------
     def peek(self, key: bytes) -> Stored | None:
@@ -199,12 +210,16 @@ class MemoryTier:
             self._spill(evicted)
 
     def _spill(self, evicted: list[tuple[bytes, Stored]]) -> None:
-        """Hand evicted responses to the tier below (slices and their descriptions stay out)."""
+        """Hand evicted responses, slice descriptions and slices to the tier below."""
         lower = self.lower
         assert lower is not None
-        for _key, value in evicted:
+        for key, value in evicted:
             if type(value) is Entry:
                 lower.spill(value, b"")
             elif type(value) is Variants:
                 for secondary, entry in value.by_secondary.items():
                     lower.spill(entry, secondary)
+            elif type(value) is SliceMeta:
+                lower.spill_meta(value)
+            elif type(value) is SliceBody:
+                lower.spill_slice(key, value.data)

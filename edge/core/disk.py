@@ -46,13 +46,18 @@ from pathlib import Path
 from typing import Any
 
 from edge.cache.disk_format import (
+    KIND_ENTRY,
+    KIND_META,
+    KIND_SLICE,
     PREFIX,
     CorruptRecord,
+    RecordHead,
     decode_head,
     encode_head,
     file_name,
     from_entry,
     head_length,
+    slice_head,
     to_entry,
     verify_body,
 )
@@ -68,6 +73,7 @@ from edge.cache.disk_index import (
 )
 from edge.cache.entry import Entry
 from edge.cache.key import accepts_coding, secondary_key
+from edge.cache.slices import SliceMeta, meta_key
 from edge.http.message import Request
 
 __all__ = ["DiskTier"]
@@ -87,6 +93,11 @@ SNAPSHOT_EVERY = 60.0
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _primary(key: bytes) -> bytes:
+    """The primary key a record belongs to (a slice's or a description's key starts with it)."""
+    return key.split(b"\x00", 1)[0]
 
 
 def _unlink_all(paths: list[Path]) -> None:
@@ -185,7 +196,7 @@ class DiskTier:
                         dropped += 1
                         _unlink(Path(dirent.path))
                         continue
-                    if not self.owns(item.key):
+                    if not self.owns(_primary(item.key)):
                         continue  # another worker's: it loads (and serves) it
                     hard = False
                     for soft, covers in rules:
@@ -277,41 +288,76 @@ class DiskTier:
 
     # -- writes ----------------------------------------------------------------------------
     def spill(self, entry: Entry, secondary: bytes) -> None:
-        """Write ``entry`` (evicted from memory, or too large for it) unless it is there already."""
-        if not self.loaded or not self.owns(entry.key):
+        """Write ``entry`` (stored in memory, evicted, or too large for it) unless it is there already."""
+        name = file_name(entry.key, secondary)
+        if self._current(name, entry.response_time, len(entry.body), entry.fresh_until):
+            return
+        self._submit(
+            entry.key, name, len(entry.body), lambda at: from_entry(entry, secondary, at), entry.body
+        )
+
+    def spill_meta(self, meta: SliceMeta) -> None:
+        """Write the description of a sliced object unless it is there already."""
+        entry, key = meta.entry, meta_key(meta.entry.key)
+        name = file_name(key, b"")
+        if self._current(name, entry.response_time, 0, entry.fresh_until):
+            return
+
+        def head(at: float) -> RecordHead:
+            h = from_entry(entry, b"", at)
+            h.key, h.kind = key, KIND_META
+            h.object_length, h.slice_size, h.token = meta.length, meta.slice_size, meta.token
+            return h
+
+        self._submit(entry.key, name, 0, head, b"")
+
+    def spill_slice(self, key: bytes, data: bytes) -> None:
+        """Write one slice's bytes (``key``: its slice key, naming the object's token) once."""
+        name = file_name(key, b"")
+        current = self.index.by_name.get(name)
+        if current is not None:
+            self.index.touch(current)  # a slice key's bytes never change
+            return
+        self._submit(_primary(key), name, len(data), lambda at: slice_head(key, data, at), data)
+
+    def _current(self, name: str, response_time: float, length: int, fresh_until: float) -> bool:
+        current = self.index.by_name.get(name)
+        if current is not None and current.fingerprint == (response_time, length, fresh_until):
+            self.index.touch(current)
+            return True
+        return False
+
+    def _submit(
+        self, owner_key: bytes, name: str, size: int, head: Callable[[float], RecordHead], body: bytes
+    ) -> None:
+        if not self.loaded or not self.owns(owner_key):
             return
         if self.degraded and self.clock() < self.degraded_until:
             return
-        name = file_name(entry.key, secondary)
-        current = self.index.by_name.get(name)
-        if current is not None and current.fingerprint == (
-            entry.response_time, len(entry.body), entry.fresh_until,
-        ):  # fmt: skip
-            self.index.touch(current)
-            return
-        size = len(entry.body)
         if self.pending_bytes + size > MAX_PENDING_BYTES or size > self.index.capacity:
             self.counts["writes_skipped"] += 1
             return
         self.pending_bytes += size
         loop = asyncio.get_running_loop()
         gen = self.generation
-        future = loop.run_in_executor(self.pool, self._write, entry, secondary, name, self.clock())
+        future = loop.run_in_executor(self.pool, self._write, head, body, name, self.clock())
         self._writes.add(future)
         future.add_done_callback(lambda f: self._written(f, size, gen))
 
     def _path(self, name: str) -> Path:
         return self.objects / name[:2] / name
 
-    def _write(self, entry: Entry, secondary: bytes, name: str, stored_at: float) -> Item:
+    def _write(
+        self, make_head: Callable[[float], RecordHead], body: bytes, name: str, stored_at: float
+    ) -> Item:
         """(thread) Write the record under a temporary name, fdatasync, rename."""
-        head = from_entry(entry, secondary, stored_at)
+        head = make_head(stored_at)
         data = encode_head(head)
         path = self._path(name)
         tmp = path.with_name(f".tmp-{name}-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for chunk in (data, entry.body):
+            for chunk in (data, body):
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -369,22 +415,41 @@ class DiskTier:
         """The stored response on disk matching ``req`` (read and checked in a thread) and its
         secondary key, or None."""
         variants = self.index.variants(key)
-        if variants is None or not self.owns(key):
-            self.counts["misses"] += 1
-            return None
         item = None
-        for candidate in variants.values():
-            if not candidate.vary or secondary_key(req, candidate.vary) == candidate.secondary:
-                item = candidate
-                break
-        if item is None:
+        if variants is not None:
+            for candidate in variants.values():
+                if not candidate.vary or secondary_key(req, candidate.vary) == candidate.secondary:
+                    item = candidate
+                    break
+        entry = await self._get(item, KIND_ENTRY)
+        if type(entry) is not Entry or not accepts_coding(req, entry.negotiated):
+            return None
+        assert item is not None
+        return entry, item.secondary
+
+    async def find_meta(self, key: bytes) -> SliceMeta | None:
+        """The description of the sliced object at primary key ``key``, or None."""
+        item = (self.index.variants(meta_key(key)) or {}).get(b"")
+        meta = await self._get(item, KIND_META)
+        assert meta is None or type(meta) is SliceMeta
+        return meta
+
+    async def find_slice(self, key: bytes) -> bytes | None:
+        """The bytes stored under slice key ``key``, or None."""
+        item = (self.index.variants(key) or {}).get(b"")
+        data = await self._get(item, KIND_SLICE)
+        assert data is None or type(data) is bytes
+        return data
+
+    async def _get(self, item: Item | None, kind: int) -> Entry | SliceMeta | bytes | None:
+        if item is None or not self.owns(_primary(item.key)):
             self.counts["misses"] += 1
             return None
         self._reads += 1
         verify = not item.verified or self._reads % VERIFY_EVERY == 0
         loop = asyncio.get_running_loop()
         try:
-            entry = await loop.run_in_executor(self.pool, self._read, item, verify)
+            value = await loop.run_in_executor(self.pool, self._read, item, verify, kind)
         except (CorruptRecord, OSError) as exc:
             corrupt = isinstance(exc, CorruptRecord) or getattr(exc, "errno", None) == errno.ENOENT
             self.counts["corrupt" if corrupt else "read_errors"] += 1
@@ -397,33 +462,39 @@ class DiskTier:
             return None
         item.verified = True
         self.index.touch(item)
-        if item.fresh_until == float("-inf"):
-            entry.fresh_until = item.fresh_until  # soft-purged since it was written
-        if not accepts_coding(req, entry.negotiated):
-            self.counts["misses"] += 1
-            return None
+        if item.fresh_until == float("-inf"):  # soft-purged since it was written
+            if type(value) is Entry:
+                value.fresh_until = item.fresh_until
+            elif type(value) is SliceMeta:
+                value.entry.fresh_until = item.fresh_until
         self.counts["hits"] += 1
-        return entry, item.secondary
+        return value
 
-    def _read(self, item: Item, verify: bool) -> Entry:
-        """(thread) The record's Entry; CorruptRecord unless it is whole (and, if asked, verified)."""
+    def _read(self, item: Item, verify: bool, kind: int) -> Entry | SliceMeta | bytes:
+        """(thread) The record's value; CorruptRecord unless it is whole (and, if asked, verified)."""
         with open(self._path(item.name), "rb") as f:
             data = f.read()
         head = decode_head(data)
-        if head.key != item.key or head.secondary != item.secondary:
+        if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
             raise CorruptRecord("another object's record")
         body = data[head.head_length :]
         if verify:
             verify_body(head, body)
         elif len(body) != head.body_length:
             raise CorruptRecord("body length differs")
+        if kind == KIND_SLICE:
+            return body
+        if kind == KIND_META:
+            head.key = _primary(head.key)  # the record's key is the description's, the entry's the URL's
+            return SliceMeta(to_entry(head, body), head.object_length, head.slice_size, head.token)
         return to_entry(head, body)
 
     # -- forgetting ------------------------------------------------------------------------
     def forget(self, key: bytes) -> None:
         """Drop the URL's records (an unsafe method, or the upstream withdrew permission)."""
-        self._note(lambda item: item.key == key)
-        self._unlink_later(self.index.remove_key(key))
+        keys = (key, meta_key(key))
+        self._note(lambda item: item.key in keys)
+        self._unlink_later(self.index.remove_key(key) + self.index.remove_key(meta_key(key)))
 
     def purge(self, kind: str, target: str, soft: bool) -> int:
         """Apply a purge to the index now; its log line is durable once :meth:`flush` returns."""

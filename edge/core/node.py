@@ -141,6 +141,7 @@ class EdgeCore:
         )
         self.forwarder = Forwarder(self.gateway, self.responder, self.memory, ttls)
         self.slices = Slices(config, self.memory, self.gateway, self.responder, ttls, clock)
+        self.slices.disk = self.disk
         rules = AdmissionRules(
             max_object_size=config.max_object_size,
             slice_size=config.slice_size,
@@ -320,6 +321,11 @@ class EdgeCore:
                 return
         elif not has_variants:
             meta = self.memory.sliced(key)
+            if meta is None and self.disk is not None:
+                meta = await self.disk.find_meta(key)
+                if meta is not None:  # its slices are read from disk as they are needed
+                    self.memory.put_sliced(meta)
+                    now = self.clock()
             if meta is not None:
                 if decide_reuse(meta.entry, request_cc, now) is not Reuse.VALIDATE:
                     status = respond.hit(_ttl(meta.entry, now))

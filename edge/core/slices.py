@@ -33,6 +33,7 @@ from edge.cache.status import CacheStatus, Fwd
 from edge.cache.storability import why_not_storable
 from edge.cache.validation import conditional_fields, merge_not_modified, validators_match
 from edge.config import Config
+from edge.core.disk import DiskTier
 from edge.core.gateway import Gateway
 from edge.core.respond import Responder
 from edge.core.sink import ResponseSink
@@ -74,6 +75,8 @@ class Slices:
         self.responder = responder
         self.ttls = ttls
         self.clock = clock
+        self.disk: DiskTier | None = None
+        """The disk tier, asked for a slice memory does not hold (set by ``EdgeCore``)."""
         self.waits: dict[bytes, SliceWait] = {}
         """Slices being fetched (by a Range request or a sliced fill): followers wait here."""
         self.unsliceable: cachetools.TTLCache[bytes, bool] = cachetools.TTLCache(
@@ -92,6 +95,9 @@ class Slices:
         for _ in range(2):
             data = self.memory.slice_data(meta, index)
             if data is not None:
+                return data
+            if self.disk is not None and (data := await self.disk.find_slice(slice_key)) is not None:
+                self.memory.put_slice(meta, index, data)  # promoted, as a slice fetched upstream
                 return data
             waiting = self.waits.get(slice_key)
             if waiting is None:

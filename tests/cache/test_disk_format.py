@@ -180,3 +180,24 @@ def test_snapshot_round_trip_and_any_bit_flip_refused(
     flipped[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(ValueError):
         decode_snapshot(bytes(flipped))
+
+
+@settings(max_examples=100)
+@given(heads, st.integers(0, 2**40), st.integers(1, 2**30), st.binary(max_size=16), st.data())
+def test_slice_description_round_trip_and_flips(
+    head: RecordHead, length: int, slice_size: int, token: bytes, data: st.DataObject
+) -> None:
+    from edge.cache.disk_format import KIND_META, KIND_SLICE, slice_head
+
+    head.kind, head.object_length, head.slice_size, head.token = KIND_META, length, slice_size, token
+    record = _record(head, b"")
+    got, _ = _check(record)
+    assert got == head
+    flipped = bytearray(record)
+    bit = data.draw(st.integers(0, len(record) * 8 - 1))
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(CorruptRecord):
+        _check(bytes(flipped))
+    piece = slice_head(b"k\x00slice\x00t\x001", b"bytes", 5.0)
+    got, body = _check(encode_head(piece) + b"bytes")
+    assert got.kind == KIND_SLICE and body == b"bytes" and got.key == piece.key

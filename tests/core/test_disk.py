@@ -341,3 +341,34 @@ async def test_workers_share_one_disk_each_key_written_and_read_by_its_owner(
     for n in nodes:
         n.server.close()
         await n.core.aclose()
+
+
+async def test_slices_of_a_large_object_are_kept_per_slice_and_survive_a_restart(node: Node) -> None:
+    from tests.core.test_slices import MiB, content, ranged
+
+    length = 5 * MiB + 123  # six 1 MiB slices through a 1 MiB memory tier
+    node.origin.routes["/big"] = ranged(length)
+    edge = await node.start(slice_size="1MiB")
+    port = edge.port
+    async with edge.client(timeout=60) as client:
+        r = await client.get("/big")
+        assert r.status_code == 200 and r.content == content(0, length - 1)
+    await node.drain()
+    fetched = node.origin.count("/big")
+    edge = await node.restart(slice_size="1MiB")
+    async with edge.client(timeout=60, headers={"Host": f"127.0.0.1:{port}"}) as client:
+        r = await client.get("/big", headers={"Range": "bytes=3000000-3000099"})  # one slice, from disk
+        assert r.status_code == 206 and r.content == content(3000000, 3000099)
+        assert node.origin.count("/big") == fetched, "the slice came from disk"
+        r = await client.get("/big")
+        assert r.status_code == 200 and r.content == content(0, length - 1)
+    assert node.origin.count("/big") == fetched
+    stats = edge.core.stats()
+    assert stats["disk_hits"] >= 7  # the description and six slices
+    # A URL purge drops the description: the next request goes to the origin, never to old slices.
+    edge.core.purge("url", f"http://127.0.0.1:{port}/big")
+    await edge.core.flush_purges()
+    async with edge.client(timeout=60, headers={"Host": f"127.0.0.1:{port}"}) as client:
+        r = await client.get("/big", headers={"Range": "bytes=0-9"})
+        assert r.status_code == 206 and r.content == content(0, 9)
+    assert node.origin.count("/big") > fetched
