@@ -63,10 +63,18 @@ class Conn:
         lines = head[:-4].split(b"\r\n")
         status = int(lines[0].split()[1])
         fields = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines[1:])}
+        if raw.startswith(b"HEAD "):
+            return status, fields, b""
+        if fields.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while True:
+                size = int((await asyncio.wait_for(self.reader.readuntil(b"\r\n"), 10)).split(b";")[0], 16)
+                chunk = await asyncio.wait_for(self.reader.readexactly(size + 2), 10)
+                if not size:
+                    return status, fields, body
+                body += chunk[:-2]
         length = int(fields.get(b"content-length", b"0"))
-        head_only = raw.startswith(b"HEAD ")
-        body = b"" if head_only else await asyncio.wait_for(self.reader.readexactly(length), 10)
-        return status, fields, body
+        return status, fields, await asyncio.wait_for(self.reader.readexactly(length), 10)
 
     def close(self) -> None:
         self.writer.close()
