@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -74,6 +75,11 @@ async def origin_main(port: int) -> None:
                 target = head.split(b" ", 2)[1]
                 if target == b"/__count":
                     body, fields = b"%d" % count, b""
+                elif target.startswith(b"/s/"):  # /s/SIZE/N: a fixed size, for the nginx comparison
+                    count += 1
+                    _, _, size, n = target.split(b"/")
+                    body = (hashlib.sha256(n).digest() * (int(size) // 32 + 1))[: int(size)]
+                    fields = b'Cache-Control: max-age=86400\r\nETag: "s%s"\r\n' % n
                 else:
                     count += 1
                     n = int(target.rsplit(b"/", 1)[1])
@@ -327,18 +333,125 @@ def phase_rebuild(args: argparse.Namespace, work: Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
+NGINX = """
+user root;
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    proxy_cache_path {prefix}/cache keys_zone=edge:64m max_size=4g inactive=1h;
+    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_cache edge;
+            proxy_cache_key $proxy_host$request_uri;
+            add_header X-Cache $upstream_cache_status;
+        }}
+    }}
+}}
+"""
+WRK_LUA = """
+counter = 0
+request = function()
+    counter = counter + 1
+    return wrk.format("GET", "/s/{size}/" .. (counter % {objects}))
+end
+"""
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _group(pid: int) -> list[int]:
+    """``pid`` and its children (nginx's master and worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+
+
+def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
+    """Disk hits (memory too small to hold the objects) against nginx's proxy_cache on disk."""
+    origin_port = int(origin.rsplit(":", 1)[1])
+    print("disk hits vs nginx proxy_cache (both on core 0, wrk -t1 -c16 on core 1, page cache warm):")
+    for size, objects in ((256 * KiB, 256), (4 * MiB, 32)):
+        paths = [f"/s/{size}/{n}" for n in range(objects)]
+        lua = work / "disk.lua"
+        lua.write_text(WRK_LUA.format(size=size, objects=objects))
+        for server in ("edge", "nginx"):
+            if server == "edge":
+                d = work / "nginx-cmp-disk"
+                shutil.rmtree(d, ignore_errors=True)
+                edge = Edge(origin, 1, d, 2048, work / "edge-nginx.log")
+                edge.rebuilt_in()
+                port, proc = edge.port, edge.proc
+            else:
+                prefix = work / "nginx"
+                shutil.rmtree(prefix, ignore_errors=True)
+                prefix.mkdir()
+                port = free_port()
+                (prefix / "nginx.conf").write_text(
+                    NGINX.format(prefix=prefix, origin_port=origin_port, port=port)
+                )
+                proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+                wait_port(port)
+            subprocess.run(["taskset", "-pc", "0", str(proc.pid)], capture_output=True, check=False)
+            for pid in _group(proc.pid):
+                subprocess.run(["taskset", "-pc", "0", str(pid)], capture_output=True, check=False)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                for _ in range(2):  # stored, then a hit (the edge: from disk, memory holds 1 MiB)
+                    for path in paths:
+                        c.get(path)
+            if server == "edge":
+                edge_stats_before = edge.stats()
+            pids = _group(proc.pid)
+            cpu0 = _cpu_seconds(pids)
+            out = subprocess.run(
+                ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{args.wrk_seconds}s", "--latency", "-s", str(lua),
+                 f"http://127.0.0.1:{port}"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            cpu = _cpu_seconds(pids) - cpu0
+            reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+            rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+            p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+            extra = ""
+            if server == "edge":
+                after = edge.stats()
+                extra = f", disk hits during the run {int(after['disk_hits']) - int(edge_stats_before['disk_hits'])}"  # type: ignore[call-overload]
+                edge.stop()
+            else:
+                proc.terminate()
+                proc.wait(10)
+            print(f"  {size // KiB:>5} KiB x {objects} {server:>5}: {rate:8.0f} req/s, p99 {p99}, "
+                  f"server CPU {1e6 * cpu / max(1, reqs):.0f} us/request{extra}")  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "origin":
         asyncio.run(origin_main(int(sys.argv[2])))
         return
     parser = argparse.ArgumentParser()
-    parser.add_argument("--phase", choices=["ratio", "crash", "rebuild", "all"], default="all")
+    parser.add_argument("--phase", choices=["ratio", "crash", "rebuild", "nginx", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="a smaller catalogue and trace")
     parser.add_argument("--catalogue-mib", type=int, default=512)
     parser.add_argument("--cache-mib", type=int, default=128)
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--kill-after", type=float, default=4.0)
     parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
     args = parser.parse_args()
     if args.quick:
         args.catalogue_mib, args.cache_mib, args.requests, args.records = 64, 16, 1500, 20_000
@@ -355,6 +468,8 @@ def main() -> None:
             phase_crash(args, work, origin)
         if args.phase in ("rebuild", "all"):
             phase_rebuild(args, work)
+        if args.phase in ("nginx", "all"):
+            phase_nginx(args, work, origin)
     finally:
         origin_proc.kill()
         shutil.rmtree(work, ignore_errors=True)
