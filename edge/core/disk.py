@@ -100,6 +100,23 @@ def _primary(key: bytes) -> bytes:
     return key.split(b"\x00", 1)[0]
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process named in a temporary file (``.tmp-NAME-PID-THREAD``) still runs."""
+    try:
+        pid = int(tmp_name.split("-")[2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
@@ -187,7 +204,8 @@ class DiskTier:
             with os.scandir(self.objects / f"{sub:02x}") as entries:
                 for dirent in entries:
                     if dirent.name.startswith(".tmp-"):
-                        _unlink(Path(dirent.path))
+                        if not _writer_alive(dirent.name):  # another worker's write under way stays
+                            _unlink(Path(dirent.path))
                         continue
                     item = known.get(dirent.name)
                     if item is None:  # written since the last snapshot: its head is read

@@ -372,3 +372,14 @@ async def test_slices_of_a_large_object_are_kept_per_slice_and_survive_a_restart
         r = await client.get("/big", headers={"Range": "bytes=0-9"})
         assert r.status_code == 206 and r.content == content(0, 9)
     assert node.origin.count("/big") > fetched
+
+
+async def test_load_removes_temporary_files_of_dead_writers_only(node: Node) -> None:
+    sub = node.directory / "objects" / "00"
+    sub.mkdir(parents=True)
+    mine = sub / f".tmp-{'0' * 32}-{os.getppid()}-1"  # a live process (another worker) still writing
+    dead = sub / f".tmp-{'1' * 32}-999999999-1"  # a writer killed mid-write
+    mine.write_bytes(b"half")
+    dead.write_bytes(b"half")
+    await node.start()
+    assert mine.exists() and not dead.exists()
