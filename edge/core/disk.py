@@ -529,7 +529,7 @@ class DiskTier:
         line = format_purge(self.clock(), kind, target, soft)
         loop = asyncio.get_running_loop()
         self._log_writes.append(loop.run_in_executor(self.pool, self._append_purge, line))
-        return len(items)
+        return sum(1 for item in items if b"\x00slice\x00" not in item.key)  # responses, not slices
 
     def _append_purge(self, line: bytes) -> None:
         fd = os.open(self.purge_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

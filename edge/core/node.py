@@ -397,7 +397,9 @@ class EdgeCore:
         """
         purged = purge(self.memory, kind, target, soft=soft)
         if self.disk is not None:
-            self.disk.purge(kind, target, soft)
+            # Memory holds a subset of the disk's responses (written through) plus copies of other
+            # workers' keys: the larger count is the better estimate of distinct responses.
+            purged = max(purged, self.disk.purge(kind, target, soft))
         self.fills.discard_in_flight()
         return purged
 

@@ -207,7 +207,7 @@ async def test_a_disk_only_object_is_purged_without_a_restart(node: Node) -> Non
         await node.get(path)
     await node.drain()
     assert edge.core.memory.peek(f"http://127.0.0.1:{edge.port}/o0".encode()) is None  # disk only
-    edge.core.purge("url", f"http://127.0.0.1:{edge.port}/o0")
+    assert edge.core.purge("url", f"http://127.0.0.1:{edge.port}/o0") == 1
     await node.get("/o0")
     assert node.origin.count("/o0") == 2
 
