@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,6 @@ async def serve(reader, writer):
         head = await reader.readuntil(b"\\r\\n\\r\\n")
         if head.startswith(b"GET /events"):
             await events(writer)
-        elif head.startswith(b"GET /hit"):  # a cacheable 64 bytes: the clients' own round trip
-            writer.write(b"HTTP/1.1 200 OK\\r\\nCache-Control: max-age=600\\r\\nContent-Length: 64\\r\\n"
-                         b"Connection: close\\r\\n\\r\\n" + b"h" * 64)
         else:
             await websocket(reader, writer, head)
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -168,12 +165,18 @@ async def timed(
         await send()
         await recv()
     times: list[float] = []
+    cpu = time.process_time()
     for _ in range(count):
         started = time.perf_counter()
         await send()
         await recv()
         times.append((time.perf_counter() - started) * 1000)
+    CLIENT_CPU.append((time.process_time() - cpu) * 1000 / max(1, count))
     return times
+
+
+CLIENT_CPU: list[float] = []
+"""Milliseconds of the client process's own CPU per round trip, one per timed run."""
 
 
 PAYLOAD = "x" * 64
@@ -197,30 +200,6 @@ async def echo_h2(port: int, count: int, ca: str) -> list[float]:
 async def echo_h3(port: int, count: int, ca: str) -> list[float]:
     async with h3_client("127.0.0.1", port, ca) as client:
         return await echo_stream(await client.websocket("/echo"), count)
-
-
-async def hits_h2(port: int, count: int, ca: str) -> list[float]:
-    async with h2_client("127.0.0.1", port, ca) as client:
-        return await hit_loop(client, count)
-
-
-async def hits_h3(port: int, count: int, ca: str) -> list[float]:
-    async with h3_client("127.0.0.1", port, ca) as client:
-        return await hit_loop(client, count)
-
-
-async def hit_loop(client: Any, count: int) -> list[float]:
-    """GET round trips of a cached 64-byte hit on the same client stack: its own floor."""
-    stream: list[WsStream] = []
-
-    async def send() -> None:
-        stream[:] = [await client.stream_get("/hit")]
-
-    async def recv() -> None:
-        while await stream[0].recv() is not None:
-            pass
-
-    return await timed(count, send, recv)
 
 
 async def idle_h1(port: int, count: int, pid: int) -> tuple[int, int]:
@@ -358,9 +337,11 @@ def start_nginx(prefix: Path, origin_port: int) -> tuple[subprocess.Popen[bytes]
 
 
 def line(label: str, values: list[float], base: list[float] | None = None) -> str:
-    text = f"  {label:<34} p50 {pct(values, 50):7.3f}  p99 {pct(values, 99):7.3f}"
+    text = f"  {label:<36} p50 {pct(values, 50):7.3f}  p99 {pct(values, 99):7.3f}"
     if base is not None:
-        text += f"   (p50 {pct(values, 50) / pct(base, 50):.2f}x direct)"
+        text += f"  (p50 {pct(values, 50) / pct(base, 50):.2f}x direct)"
+    if CLIENT_CPU:
+        text += f"  client CPU {CLIENT_CPU.pop():.3f}"
     return text
 
 
@@ -386,7 +367,8 @@ def main() -> None:
         edge = Edge(origin_port, cert, caps)
         n = args.messages
         direct = asyncio.run(echo_h1(f"ws://127.0.0.1:{origin_port}/echo", n))
-        print(f"echo round trip, {n} sequential messages of 64 bytes, ms (origin: websockets sans-I/O echo):")
+        print(f"echo round trip, {n} sequential messages of 64 bytes, ms (origin: websockets sans-I/O echo;")
+        print("  client CPU: the client process's own CPU per round trip, part of each figure):")
         print(line("direct to the origin (h1)", direct))
         if nginx is not None:
             print(
@@ -395,9 +377,6 @@ def main() -> None:
         print(line("through the edge, h1", asyncio.run(echo_h1(f"ws://127.0.0.1:{edge.h1}/echo", n)), direct))
         print(line("through the edge, h2 (RFC 8441)", asyncio.run(echo_h2(edge.tls, n, ca)), direct))
         print(line("through the edge, h3 qh3 (RFC 9220)", asyncio.run(echo_h3(edge.tls, n, ca)), direct))
-        print("  the same h2 / h3 clients' GET of a cached 64-byte hit (no tunnel: the stacks' own cost):")
-        print(line("  edge hit, h2", asyncio.run(hits_h2(edge.tls, n, ca))))
-        print(line("  edge hit, h3 qh3", asyncio.run(hits_h3(edge.tls, n, ca))))
 
         print(f"SSE: origin stamp -> client read, {EVENTS} events {EVENT_GAP * 1000:.0f} ms apart, ms:")
         direct_sse = asyncio.run(sse_h1(origin_port))
@@ -411,11 +390,12 @@ def main() -> None:
         edge = None
 
         print(f"{args.idle} idle tunnels (a fresh edge each), edge RSS:")
-        for label, measure in (
+        measures: list[tuple[str, Callable[[Edge], Coroutine[Any, Any, tuple[int, int]]]]] = [
             ("h1", lambda e: idle_h1(e.h1, args.idle, e.proc.pid)),
             ("h2", lambda e: idle_streams(h2_client, e.tls, ca, args.idle, 100, e.proc.pid)),
             ("h3 qh3", lambda e: idle_streams(h3_client, e.tls, ca, args.idle, 50, e.proc.pid)),
-        ):
+        ]
+        for label, measure in measures:
             edge = Edge(origin_port, cert, caps)
             before, after = asyncio.run(measure(edge))
             edge.stop()
