@@ -490,12 +490,21 @@ class DiskTier:
 
     def _read(self, item: Item, verify: bool, kind: int) -> Entry | SliceMeta | bytes:
         """(thread) The record's value; CorruptRecord unless it is whole (and, if asked, verified)."""
-        with open(self._path(item.name), "rb") as f:
-            data = f.read()
-        head = decode_head(data)
-        if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
-            raise CorruptRecord("another object's record")
-        body = data[head.head_length :]
+        fd = os.open(self._path(item.name), os.O_RDONLY)
+        try:
+            data = os.pread(fd, HEAD_READ, 0)
+            total = head_length(data[: PREFIX.size])
+            if total > len(data):
+                data += os.pread(fd, total - len(data), len(data))
+            head = decode_head(data)
+            if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
+                raise CorruptRecord("another object's record")
+            if os.fstat(fd).st_size != total + head.body_length:
+                raise CorruptRecord("file length differs from the head's")
+            # The body read on its own: one copy from the page cache, none to cut it out.
+            body = os.pread(fd, head.body_length, total) if head.body_length else b""
+        finally:
+            os.close(fd)
         if verify:
             verify_body(head, body)
         elif len(body) != head.body_length:
