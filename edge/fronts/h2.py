@@ -702,6 +702,17 @@ class H2Protocol(asyncio.Protocol):
         if ended:
             tunnel.client_ended()
 
+    def tunnel_credit(self, stream_id: int, size: int) -> None:
+        """Give a tunnel's client ``size`` bytes of flow-control credit back (WINDOW_UPDATE),
+        if its stream is still there; the engine call another engine overrides."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.acknowledge_received_data(size, stream_id)
+
+    def tunnel_reset(self, stream_id: int) -> None:
+        """RST_STREAM(CANCEL) on a tunnel the node closed; the engine call another engine overrides."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+
     async def serve(self, stream_id: int, stream: _Stream, req: Request) -> None:
         sink = H2Sink(self, stream_id, stream, req)
         try:
@@ -894,8 +905,7 @@ class H2TunnelSink(H2Sink):
 
     def consumed(self, size: int) -> None:
         if size and not self.proto.closing:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.proto.conn.acknowledge_received_data(size, self.stream_id)
+            self.proto.tunnel_credit(self.stream_id, size)
             self.proto.flush()
 
     def reset(self) -> None:
@@ -905,8 +915,7 @@ class H2TunnelSink(H2Sink):
         stream.pending.clear()
         stream.ended = stream.closed = True
         self.proto.streams.pop(self.stream_id, None)
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.proto.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
+        self.proto.tunnel_reset(self.stream_id)
         self.proto.flush()
 
 

@@ -94,7 +94,9 @@ async def test_h2_extended_connect_is_bridged_to_the_origin(ws_origin: WsOrigin,
         path, fields = ws_origin.seen[0]
         assert path == "/chat?room=1" and fields["upgrade"] == "websocket"
         assert fields["host"] == f"localhost:{node.port}" and "x-forwarded-for" in fields
-        assert ["h2", 200, "none", 1] in node.core.requests.snapshot()["requests"]
+        traffic = node.core.requests.snapshot()
+        assert ["h2", 200, "none", 1] in traffic["requests"]
+        assert 240_000 < traffic["response_bytes"]["h2"] < 260_000  # the tunnel's bytes to the client
         assert node.core.stats()["entries"] == 0  # never cached
     finally:
         await node.stop()
@@ -114,7 +116,9 @@ async def test_h3_extended_connect_is_bridged_to_the_origin(
             assert await stream.recv() is None
         await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel ended")
         assert ws_origin.seen[0][0] == "/live"
-        assert ["h3", 200, "none", 1] in node.core.requests.snapshot()["requests"]
+        traffic = node.core.requests.snapshot()
+        assert ["h3", 200, "none", 1] in traffic["requests"]
+        assert 240_000 < traffic["response_bytes"]["h3"] < 260_000
     finally:
         await node.stop()
 
