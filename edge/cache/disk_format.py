@@ -2,11 +2,11 @@
 
 A record is a fixed prefix, the stored fields, a digest of both, then the body::
 
-    prefix   PREFIX (68 bytes): magic b"EDGD", version, kind, flags, meta length,
-             body length, stored_at, fresh_until, blake2b-256 of the body
+    prefix   PREFIX (52 bytes): magic b"EDGD", version, kind, flags, meta length,
+             body length, stored_at, fresh_until, XXH3-128 of the body
     meta     key, secondary key, status, reason, response time, corrected initial age,
              lifetime (+ explicit, targeted), Vary names, header fields
-    check    blake2b-128 of prefix + meta
+    check    XXH3-128 of prefix + meta
     body     body length bytes
 
 Rules this module guarantees:
@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+
+import xxhash
 
 from edge.cache.entry import Entry
 from edge.cache.freshness import Policy, effective_directives
@@ -59,7 +61,9 @@ __all__ = [
 ]
 
 MAGIC = b"EDGD"
-VERSION = 1
+VERSION = 2
+"""1 had blake2b digests (3x slower to verify than to read a 256 KiB body); its records are
+dropped at load and fetched again."""
 KIND_ENTRY = 1
 """A whole response (``Entry``)."""
 KIND_META = 2
@@ -71,7 +75,7 @@ KINDS = (KIND_ENTRY, KIND_META, KIND_SLICE)
 FLAG_STALE = 1
 """A soft purge's copy: never fresh again (``Entry.stale_copy``)."""
 
-PREFIX = struct.Struct("<4sBBHIQdd32s")
+PREFIX = struct.Struct("<4sBBHIQdd16s")
 """magic, version, kind, flags, meta length, body length, stored_at, fresh_until, body digest."""
 CHECK_SIZE = 16
 MAX_META = 1 << 24
@@ -118,7 +122,9 @@ class RecordHead:
 
 
 def body_digest(body: bytes | memoryview) -> bytes:
-    return hashlib.blake2b(body, digest_size=32).digest()
+    """XXH3-128: a checksum against torn, truncated and flipped bytes (not an adversary's);
+    ≈ 13 GB/s here against 0.65 for blake2b and 0.96 for sha256."""
+    return bytes(xxhash.xxh3_128_digest(body))
 
 
 def file_name(key: bytes, secondary: bytes) -> str:
@@ -192,7 +198,7 @@ def encode_head(head: RecordHead) -> bytes:
         head.fresh_until,
         head.body_digest,
     )
-    check = hashlib.blake2b(prefix + meta_bytes, digest_size=CHECK_SIZE).digest()
+    check = xxhash.xxh3_128_digest(prefix + meta_bytes)
     head.head_length = len(prefix) + len(meta_bytes) + CHECK_SIZE
     return prefix + meta_bytes + check
 
@@ -236,7 +242,7 @@ def decode_head(data: bytes) -> RecordHead:
     if len(data) < total:
         raise CorruptRecord("truncated head")
     meta_end = total - CHECK_SIZE
-    check = hashlib.blake2b(data[:meta_end], digest_size=CHECK_SIZE).digest()
+    check = xxhash.xxh3_128_digest(data[:meta_end])
     if check != data[meta_end:total]:
         raise CorruptRecord("head check digest differs")
     _m, _v, kind, flags, _ml, body_length, stored_at, fresh_until, digest = PREFIX.unpack_from(data)

@@ -13,12 +13,13 @@ the same matching as a live purge (:func:`matcher`). Soft purges mark the record
 
 from __future__ import annotations
 
-import hashlib
 import json
 import marshal
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import xxhash
 
 from edge.cache.disk_format import RecordHead
 from edge.cache.entry import TAG_FIELDS
@@ -216,11 +217,11 @@ def parse_purges(data: bytes) -> list[PurgeLine]:
 
 # -- snapshots ------------------------------------------------------------------------------
 
-_SNAP_MAGIC = b"EDGS1"
+_SNAP_MAGIC = b"EDGS2"
 
 
 def encode_snapshot(items: list[Item]) -> bytes:
-    """The index as one blob (marshal of plain tuples, with a blake2b check): read at start
+    """The index as one blob (marshal of plain tuples, with an XXH3-128 check): read at start
     instead of every record's head."""
     rows = [
         (i.name, i.key, i.secondary, i.vary, i.size, i.fresh_until, i.stored_at, i.response_time,
@@ -228,7 +229,7 @@ def encode_snapshot(items: list[Item]) -> bytes:
         for i in items
     ]  # fmt: skip
     payload = marshal.dumps(rows)
-    return _SNAP_MAGIC + hashlib.blake2b(payload, digest_size=16).digest() + payload
+    return _SNAP_MAGIC + xxhash.xxh3_128_digest(payload) + payload
 
 
 def decode_snapshot(data: bytes) -> list[Item]:
@@ -236,7 +237,7 @@ def decode_snapshot(data: bytes) -> list[Item]:
     if not data.startswith(_SNAP_MAGIC):
         raise ValueError("not an index snapshot")
     check, payload = data[5:21], data[21:]
-    if hashlib.blake2b(payload, digest_size=16).digest() != check:
+    if xxhash.xxh3_128_digest(payload) != check:
         raise ValueError("index snapshot check differs")
     return [
         Item(name, key, sec, vary, size, fresh, stored, resp, length, frozenset(tags))

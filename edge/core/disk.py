@@ -13,7 +13,7 @@ Rules this module guarantees:
   renames (the object is fetched again), never tear a record. Leftover ``.tmp-*`` files
   are removed at load.
 - **Nothing corrupt is served.** A record loaded at start is verified (length and
-  blake2b-256 of the body) on its first read; records written by this process are
+  XXH3-128 of the body) on its first read; records written by this process are
   verified on one read in ``VERIFY_EVERY``. A record that fails (or cannot be read) is
   unlinked and forgotten, and the caller fetches the object again.
 - **A purge outlives a restart.** ``purge`` applies to the index at once and appends a

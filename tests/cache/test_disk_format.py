@@ -158,7 +158,7 @@ def test_purge_log_skips_a_torn_line() -> None:
         (5.0, "prefix", "http://h/a", False),
         (6.0, "tag", "t", True),
     ]
-    assert PREFIX.size == 68
+    assert PREFIX.size == 52
 
 
 @settings(max_examples=100)
