@@ -390,12 +390,15 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
         paths = [f"/s/{size}/{n}" for n in range(objects)]
         lua = work / "disk.lua"
         lua.write_text(WRK_LUA.format(size=size, objects=objects))
-        for server in ("edge", "nginx"):
-            if server == "edge":
+        for server in ("edge", "edge-memory", "nginx"):
+            if server == "edge":  # memory too small: every hit is read from disk
                 d = work / "nginx-cmp-disk"
                 shutil.rmtree(d, ignore_errors=True)
                 edge = Edge(origin, 1, d, 2048, work / "edge-nginx.log")
                 edge.rebuilt_in()
+                port, proc = edge.port, edge.proc
+            elif server == "edge-memory":  # the same objects as memory hits, for the disk's share
+                edge = Edge(origin, 1024, None, 0, work / "edge-nginx.log")
                 port, proc = edge.port, edge.proc
             else:
                 prefix = work / "nginx"
@@ -414,7 +417,7 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
                 for _ in range(2):  # stored, then a hit (the edge: from disk, memory holds 1 MiB)
                     for path in paths:
                         c.get(path)
-            if server == "edge":
+            if server.startswith("edge"):
                 edge_stats_before = edge.stats()
             pids = _group(proc.pid)
             cpu0 = _cpu_seconds(pids)
@@ -431,11 +434,12 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
             if server == "edge":
                 after = edge.stats()
                 extra = f", disk hits during the run {int(after['disk_hits']) - int(edge_stats_before['disk_hits'])}"  # type: ignore[call-overload]
+            if server.startswith("edge"):
                 edge.stop()
             else:
                 proc.terminate()
                 proc.wait(10)
-            print(f"  {size // KiB:>5} KiB x {objects} {server:>5}: {rate:8.0f} req/s, p99 {p99}, "
+            print(f"  {size // KiB:>5} KiB x {objects} {server:>11}: {rate:8.0f} req/s, p99 {p99}, "
                   f"server CPU {1e6 * cpu / max(1, reqs):.0f} us/request{extra}")  # fmt: skip
 
 
