@@ -95,7 +95,9 @@ class DiskIndex:
         self.capacity = capacity
         self.total = 0
         self.by_name: OrderedDict[str, Item] = OrderedDict()
-        self.by_key: dict[bytes, dict[bytes, Item]] = {}
+        self.by_key: dict[bytes, Item | dict[bytes, Item]] = {}
+        """The record of a primary key, or its records by secondary key when it has several (a
+        dict per key would cost ≈ 200 bytes more per record)."""
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -105,7 +107,11 @@ class DiskIndex:
 
     def variants(self, key: bytes) -> dict[bytes, Item] | None:
         """The records of primary key ``key`` by secondary key (not promoted)."""
-        return self.by_key.get(key)
+        found = self.by_key.get(key)
+        if found is None or type(found) is dict:
+            return found
+        assert type(found) is Item
+        return {found.secondary: found}
 
     def touch(self, item: Item) -> None:
         if self.by_name.get(item.name) is item:
@@ -124,7 +130,14 @@ class DiskIndex:
             self._drop(old)
             # Same file name: the caller has already replaced the file, nothing to unlink.
         self.by_name[item.name] = item
-        self.by_key.setdefault(item.key, {})[item.secondary] = item
+        found = self.by_key.get(item.key)
+        if found is None or (type(found) is Item and found.secondary == item.secondary):
+            self.by_key[item.key] = item
+        elif type(found) is Item:
+            self.by_key[item.key] = {found.secondary: found, item.secondary: item}
+        else:
+            assert type(found) is dict
+            found[item.secondary] = item
         self.total += item.size
         while self.total > self.capacity:
             _name, oldest = next(iter(self.by_name.items()))
@@ -141,7 +154,7 @@ class DiskIndex:
 
     def remove_key(self, key: bytes) -> list[Item]:
         """Forget every record of primary key ``key``; them, to unlink."""
-        items = list(self.by_key.get(key, {}).values())
+        items = list((self.variants(key) or {}).values())
         for item in items:
             self._drop(item)
         return items
@@ -152,11 +165,13 @@ class DiskIndex:
     def _drop(self, item: Item) -> None:
         del self.by_name[item.name]
         self.total -= item.size
-        variants = self.by_key.get(item.key)
-        if variants is not None and variants.get(item.secondary) is item:
-            del variants[item.secondary]
-            if not variants:
-                del self.by_key[item.key]
+        found = self.by_key.get(item.key)
+        if found is item:
+            del self.by_key[item.key]
+        elif type(found) is dict and found.get(item.secondary) is item:
+            del found[item.secondary]
+            if len(found) == 1:
+                self.by_key[item.key] = next(iter(found.values()))
 
 
 # -- purge -------------------------------------------------------------------------------

@@ -201,3 +201,26 @@ def test_slice_description_round_trip_and_flips(
     piece = slice_head(b"k\x00slice\x00t\x001", b"bytes", 5.0)
     got, body = _check(encode_head(piece) + b"bytes")
     assert got.kind == KIND_SLICE and body == b"bytes" and got.key == piece.key
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 2)), max_size=40))
+def test_index_by_key_agrees_with_a_model(ops: list[tuple[bool, int, int]]) -> None:
+    from edge.cache.disk_index import Item
+
+    index = DiskIndex(capacity=10_000)
+    model: dict[str, Item] = {}
+    for add, k, sec in ops:
+        key, secondary = b"http://h/%d" % k, b"s%d" % sec
+        name = file_name(key, secondary)
+        if add:
+            item = Item(name, key, secondary, (), 100, 0.0, 0.0, 0.0, 0)
+            assert index.add(item) == []
+            model[name] = item
+        elif name in model:
+            assert index.remove(model.pop(name))
+    for k in range(4):
+        key = b"http://h/%d" % k
+        want = {i.secondary: i for i in model.values() if i.key == key}
+        assert (index.variants(key) or {}) == want
+    assert index.total == 100 * len(model)
