@@ -46,6 +46,9 @@ class NullTransport:
     def get_extra_info(self, name: str) -> object:
         return ("127.0.0.1", 5555) if name == "peername" else None
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

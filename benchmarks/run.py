@@ -1298,6 +1298,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="repeat a run disturbed by other processes up to N times, keeping the quietest (default 2)",
     )
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    ap.add_argument(
+        "--wrk-threads", type=int, default=1, help="wrk threads in per-core mode (default 1; 2core uses 2)"
+    )
     ap.add_argument("--h3-processes", type=int, default=1, help="h3load processes (default 1)")
     ap.add_argument(
         "--quic-backend", choices=["qh3", "aioquic"], help="the edge's QUIC library (default: its own)"
@@ -1437,7 +1440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         plan_for = {
             "1core": LoadPlan(
-                args.duration, "1", wrk_connections=args.connections, h3_processes=args.h3_processes
+                args.duration,
+                "1",
+                wrk_threads=args.wrk_threads,
+                wrk_connections=args.connections,
+                h3_processes=args.h3_processes,
             ),
             "2core": LoadPlan(args.duration, None, wrk_threads=2, wrk_connections=args.connections),
         }

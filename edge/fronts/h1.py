@@ -64,6 +64,13 @@ LIVE: weakref.WeakSet[H1Protocol] = weakref.WeakSet()
 MAX_PIPELINE = 32
 """Queued requests per connection before the front stops reading from it."""
 
+WRITE_PIECE = 256 * 1024
+"""Most body bytes a connection hands its transport in one event-loop turn: a larger body
+goes in pieces, the next one when the socket has drained below the low water mark (or, when
+it took the piece at once, after the loop has run every other ready connection once)."""
+WRITE_HIGH, WRITE_LOW = 256 * 1024, 64 * 1024
+"""The transport's write buffer marks: pause_writing above the high one, resume below the low one."""
+
 REPLAY_MAX_BYTES = 2048
 """Longest request (head, as one read) whose fast hit is replayed by its bytes (see Replay)."""
 
@@ -183,6 +190,7 @@ class H1Protocol(asyncio.Protocol):
             self.closing = True
             self.transport.abort()  # over the per-address cap: refused before a byte is read
             return
+        self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         LIVE.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -233,6 +241,32 @@ class H1Protocol(asyncio.Protocol):
         if self.write_paused and not self.closing:
             self.drain_waiter = asyncio.get_running_loop().create_future()
             await self.drain_waiter
+
+    async def send(self, data: bytes | memoryview) -> None:
+        """Write body bytes fairly: at most ``WRITE_PIECE`` per loop turn, waiting while paused.
+
+        One ``transport.write`` of a whole large body would copy what the socket does not
+        take into the transport's buffer and leave the loop to flush it in one go whenever
+        this socket is writable, ahead of every other connection.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        size = len(data)
+        if size <= WRITE_PIECE:
+            transport.write(data)
+            if self.write_paused:
+                await self.drain()
+            return
+        view = memoryview(data)
+        for offset in range(0, size, WRITE_PIECE):
+            if self.closing or transport.is_closing():
+                return  # the client went away: the task is being cancelled
+            transport.write(view[offset : offset + WRITE_PIECE])
+            if self.write_paused:
+                await self.drain()
+            elif offset + WRITE_PIECE < size:
+                await asyncio.sleep(0)  # the socket took it: let the other connections write too
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -496,14 +530,33 @@ class H1Protocol(asyncio.Protocol):
             memo.heads += 1
         elif len(body) <= 16384:
             transport.write(head + body)
-        else:
+        elif len(body) <= WRITE_PIECE:
             transport.writelines((head, body))
+        else:
+            # A large body goes out in pieces as the socket drains (send), from a task that
+            # holds the connection's place in the pipeline like a slow-path response.
+            transport.write(head)
+            self.active = asyncio.get_running_loop().create_task(self._send_hit(body, keep_alive))
+            if self.logged:
+                self.tally.logged_hit(req, memo)
+            return True
         if self.logged:
             self.tally.logged_hit(req, memo)
         if not keep_alive:
             self.closing = True
             transport.close()
         return True
+
+    async def _send_hit(self, body: bytes, keep_alive: bool) -> None:
+        try:
+            await self.send(body)
+        finally:
+            self.active = None
+            if not keep_alive:
+                self.closing = True
+                if self.transport is not None:
+                    self.transport.close()
+        self._next()
 
     def _start(self, req: Request, keep_alive: bool) -> None:
         if self.tunnels and b"upgrade" in req.fields and wants_websocket(req):
@@ -529,6 +582,8 @@ class H1Protocol(asyncio.Protocol):
             if not self._try_hit(req, keep_alive):
                 self._start(req, keep_alive)
                 break
+            if self.active is not None:
+                break  # a large hit is being written
         if self.pending_reject and self.active is None and not self.queue:
             self._flush_reject()
         self._update_reading()
@@ -646,11 +701,17 @@ class H1Sink:
         if self.head_only or self.no_body or not data or transport is None:
             return
         if self.chunked:
-            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            transport.write(data)
-        if self.proto.write_paused:
-            await self.proto.drain()
+            if len(data) <= WRITE_PIECE:
+                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                if self.proto.write_paused:
+                    await self.proto.drain()
+                return
+            transport.write(b"%x\r\n" % len(data))
+            await self.proto.send(data)
+            if self.proto.transport is not None and not self.proto.closing:
+                transport.write(b"\r\n")
+            return
+        await self.proto.send(data)
 
     def end(self) -> None:
         if self.chunked and self.proto.transport is not None:
