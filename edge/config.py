@@ -295,6 +295,9 @@ class Config:
         60.0, "seconds before a failed ACME order is tried again, doubling up to an hour", "float"
     )
     tls_front: str = _opt("own", "what serves HTTPS over TCP: own (uvloop + ssl + h2, faster) or hypercorn")
+    h2_engine: str = _opt(
+        "ngh2", "HTTP/2 engine of the own HTTPS front: ngh2 (libnghttp2, faster) or h2 (pure Python)"
+    )
     quic_backend: str = _opt(
         "qh3", "QUIC library under HTTP/3: qh3 (Rust core, about 3x faster here) or aioquic"
     )
@@ -362,6 +365,8 @@ class Config:
             raise ConfigError(f"quic_backend must be qh3 or aioquic, got {self.quic_backend!r}")
         if self.tls_front not in ("own", "hypercorn"):
             raise ConfigError(f"tls_front must be own or hypercorn, got {self.tls_front!r}")
+        if self.h2_engine not in ("ngh2", "h2"):
+            raise ConfigError(f"h2_engine must be ngh2 or h2, got {self.h2_engine!r}")
         if bool(self.cert) != bool(self.key):
             raise ConfigError("cert and key go together: pass both --cert and --key")
         acme_domains(self.acme_domain)

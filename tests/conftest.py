@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from edge.wiring.devcert import DevCert, ensure_dev_cert
+from tests.support import nodes
 from tests.support.nodes import Clock, Edge, SecureEdge, start_edge, start_secure_edge
 from tests.support.scripted_origin import ScriptedOrigin
 
@@ -41,6 +42,17 @@ async def edge(origin: ScriptedOrigin, clock: Clock) -> AsyncIterator[Edge]:
 @pytest.fixture(scope="session")
 def dev_cert(tmp_path_factory: pytest.TempPathFactory) -> DevCert:
     return ensure_dev_cert(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(params=["ngh2", "h2"])
+def h2_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each HTTP/2 engine of the own HTTPS front in turn, for every start_secure_edge of the
+    test (``pytest.mark.usefixtures("h2_engine")``); Hypercorn runs once, its engine is its own."""
+    own = "tls_front" not in request.fixturenames or request.getfixturevalue("tls_front") == "own"
+    if not own and request.param != "h2":
+        pytest.skip("Hypercorn has its own HTTP/2 engine")
+    monkeypatch.setattr(nodes, "H2_ENGINE", str(request.param))
+    return str(request.param)
 
 
 @pytest.fixture(params=["qh3", "aioquic"])

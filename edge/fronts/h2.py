@@ -280,6 +280,12 @@ class H2Protocol(asyncio.Protocol):
         """DATA frames sent: a stalled connection is one where this stops moving."""
         self.stall_timer: asyncio.TimerHandle | None = None
         self.abort_timer: asyncio.TimerHandle | None = None
+        header_list = rules.max_block + 32 * (rules.max_count + 4)  # RFC 9113 §6.5.2: 32 per field
+        self.meter = FrameMeter(time.monotonic(), 2 * header_list)
+        self.make_engine(header_list)
+
+    # -- the HTTP/2 engine: h2 here, ngh2 in edge.fronts.h2_ngh2 (config h2_engine) -----
+    def make_engine(self, header_list: int) -> None:
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -297,15 +303,30 @@ class H2Protocol(asyncio.Protocol):
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSockets
-                # RFC 9113 §6.5.2 counts 32 bytes per field on top of name and value.
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: rules.max_block + 32 * (rules.max_count + 4),
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: header_list,
             },
         )
         # h2 applies our MAX_HEADER_LIST_SIZE to its HPACK decoder only once the client has
         # acknowledged it (64 KiB until then): enforce it from the first HEADERS frame.
-        header_list = rules.max_block + 32 * (rules.max_count + 4)
         self.conn.decoder.max_header_list_size = header_list
-        self.meter = FrameMeter(time.monotonic(), 2 * header_list)
+
+    def initiate(self) -> None:
+        """Queue the server preface (SETTINGS)."""
+        self.conn.initiate_connection()
+
+    def send_head(self, stream_id: int, head: Headers, end: bool = False) -> None:
+        """Send a response's (or an interim response's) field list on a stream."""
+        self.conn.send_headers(stream_id, head, end_stream=end)
+
+    def reset(self, stream_id: int, error_code: int) -> None:
+        """RST_STREAM, if the stream is still there to reset."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(stream_id, error_code)
+
+    def goaway(self, error_code: int) -> None:
+        """Queue GOAWAY with ``error_code`` (nothing if the connection is already closed)."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.close_connection(error_code=error_code)
 
     # -- asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -332,7 +353,7 @@ class H2Protocol(asyncio.Protocol):
             self.transport.abort()  # over the per-address connection cap (edge.core.clients)
             return
         self.counted = True
-        self.conn.initiate_connection()
+        self.initiate()
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -388,8 +409,7 @@ class H2Protocol(asyncio.Protocol):
         """Send GOAWAY and close (also used at shutdown)."""
         if self.closing or self.transport is None:
             return
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.close_connection(error_code=error_code)
+        self.goaway(error_code)
         self.flush()
         self.closing = True
         self.transport.close()
@@ -413,8 +433,7 @@ class H2Protocol(asyncio.Protocol):
         self.backlog = b""
         if self.closing or self.transport is None:
             return
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.close_connection(error_code=error_code)
+        self.goaway(error_code)
         self.flush()
         self.closing = True
         self.transport.resume_reading()  # paused while a backlog waited: read and drop from now on
@@ -598,8 +617,7 @@ class H2Protocol(asyncio.Protocol):
         if malformed is None:
             return
         log.debug("malformed trailers from %s: %s", self.client, malformed)
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
         self.on_reset(stream_id)
 
     def on_stream_ended(self, stream_id: int) -> None:
@@ -750,11 +768,11 @@ class H2Protocol(asyncio.Protocol):
         stream.req = None
         stream.task = None
         if method == b"HEAD":
-            self.conn.send_headers(stream_id, head, end_stream=True)
+            self.send_head(stream_id, head, True)
             stream.end = stream.ended = True
             self.streams.pop(stream_id, None)
         else:
-            self.conn.send_headers(stream_id, head)
+            self.send_head(stream_id, head)
             stream.pending.append(memoryview(body))
             stream.end = True
             self.pump(stream_id, stream)
@@ -845,7 +863,7 @@ class H2Sink:
     def interim(self, status: int, headers: Headers) -> None:
         if self.started or not 100 <= status < 200 or status == 101 or not self._usable():
             return
-        self.proto.conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *_h2_fields(headers)])
+        self.proto.send_head(self.stream_id, [(b":status", b"%d" % status), *_h2_fields(headers)])
         self.proto.flush()
 
     def start(self, status: int, reason: bytes, headers: Headers, length: int | None) -> None:
@@ -858,11 +876,11 @@ class H2Sink:
             out.append((b"content-length", b"%d" % length))
         out += self.proto.alt_svc
         if self.head_only or self.no_body:
-            self.proto.conn.send_headers(self.stream_id, out, end_stream=True)
+            self.proto.send_head(self.stream_id, out, True)
             self.stream.end = self.stream.ended = True
             self.proto.streams.pop(self.stream_id, None)
         else:
-            self.proto.conn.send_headers(self.stream_id, out)
+            self.proto.send_head(self.stream_id, out)
         self.proto.flush()
 
     async def write(self, data: bytes | memoryview) -> None:
@@ -891,8 +909,7 @@ class H2Sink:
         stream.pending.clear()
         stream.ended = stream.closed = True
         self.proto.streams.pop(self.stream_id, None)
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.proto.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.proto.reset(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
         self.proto.flush()
 
 
@@ -935,9 +952,14 @@ async def serve_own_tls(
     """
     loop = asyncio.get_running_loop()
     connections: set[H2Protocol] = set()
+    protocol: type[H2Protocol] = H2Protocol
+    if config.h2_engine == "ngh2":
+        from edge.fronts.h2_ngh2 import NgH2Protocol
+
+        protocol = NgH2Protocol
     servers = [
         await loop.create_server(
-            lambda: H2Protocol(core, config, connections), sock=sock, ssl=ctx, backlog=1024
+            lambda: protocol(core, config, connections), sock=sock, ssl=ctx, backlog=1024
         )
         for sock in socks
     ]

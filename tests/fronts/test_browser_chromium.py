@@ -141,6 +141,7 @@ async def test_chromium_loads_the_demo_page_over_h3(
     check_demo_page(result, origin, sample_site, "h3")
 
 
+@pytest.mark.usefixtures("h2_engine")
 async def test_chromium_loads_the_demo_page_over_h2(
     site_origin: str, dev_cert: DevCert, sample_site: Path
 ) -> None:

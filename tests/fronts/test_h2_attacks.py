@@ -18,12 +18,13 @@ import pytest_asyncio
 from benchmarks import h2_attacks
 from benchmarks.h2_attacks import Result, client_context, run_attack
 from edge.fronts import h2 as h2_front
+from edge.fronts.h2_ngh2 import NgH2Protocol
 from edge.wiring.devcert import DevCert
 from tests.fronts.test_h3_adapter import CACHEABLE, blob
 from tests.support.nodes import SecureEdge, start_secure_edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60), pytest.mark.usefixtures("h2_engine")]
 
 LARGE = 16 * 1024 * 1024
 
@@ -135,16 +136,58 @@ async def test_zero_window_streams_stall_then_goaway(
     served_meanwhile(result)
 
 
-async def test_too_many_concurrent_streams_get_protocol_error(node: SecureEdge) -> None:
+async def test_too_many_concurrent_streams_get_protocol_error(node: SecureEdge, h2_engine: str) -> None:
     """More open streams than SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS, 128): h2's
-    connection error PROTOCOL_ERROR."""
+    connection error PROTOCOL_ERROR. nghttp2 refuses each stream over the limit instead
+    (RST_STREAM, the stream error RFC 9113 §5.1.2 also allows; see the next test)."""
     result = await attack(node, "too_many_streams", 300)
-    refused(result, "PROTOCOL_ERROR")
+    if h2_engine == "ngh2":
+        assert result.goaway == "-", result
+    else:
+        refused(result, "PROTOCOL_ERROR")
     served_meanwhile(result)
 
 
+async def test_a_stream_over_the_limit_is_reset(node: SecureEdge, h2_engine: str) -> None:
+    """MAX_STREAMS uploads that never end hold every place; the next stream is refused:
+    RST_STREAM with nghttp2 (a stream error), GOAWAY(PROTOCOL_ERROR) with h2."""
+    ctx = node.ssl()
+    ctx.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+    )
+    block = h2_attacks.request_block(b"localhost:%d" % node.port, b"/upload", b"POST")
+    over = 2 * h2_front.MAX_STREAMS + 1
+    writer.write(
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + h2_attacks.frame(h2_attacks.SETTINGS, 0, 0, b"")
+        + b"".join(h2_attacks.frame(h2_attacks.HEADERS, 0x4, sid, block) for sid in range(1, over + 1, 2))
+    )
+    got: list[tuple[int, int, int]] = []
+    buf = b""
+    while not got:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed without a frame"
+        buf += data
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, sid, payload = buf[3], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9 : 9 + length]
+            buf = buf[9 + length :]
+            if kind == h2_attacks.RST_STREAM:
+                got.append((kind, sid, int.from_bytes(payload[:4], "big")))
+            elif kind == h2_attacks.GOAWAY:
+                got.append((kind, sid, int.from_bytes(payload[4:8], "big")))
+    writer.close()
+    if h2_engine == "ngh2":  # PROTOCOL_ERROR, or REFUSED_STREAM before SETTINGS are acknowledged
+        assert got[0][:2] == (h2_attacks.RST_STREAM, over) and got[0][2] in (0x1, 0x7), got
+    else:
+        assert got[0][0] == h2_attacks.GOAWAY and got[0][2] == 0x1, got
+
+
 async def test_a_large_read_is_handled_over_several_turns(
-    node: SecureEdge, monkeypatch: pytest.MonkeyPatch
+    node: SecureEdge, monkeypatch: pytest.MonkeyPatch, h2_engine: str
 ) -> None:
     """3,000 HEAD hits written at once (responses are read): no single turn of the event loop
     answers more than TURN_STREAMS of them (one more may complete whose frame began in the turn
@@ -152,7 +195,8 @@ async def test_a_large_read_is_handled_over_several_turns(
     requests in one read, all open at once: more than MAX_STREAMS, a PROTOCOL_ERROR."""
     most = [0]
     count = [0]
-    take, on_request = h2_front.H2Protocol.take, h2_front.H2Protocol.on_request
+    engine = h2_front.H2Protocol if h2_engine == "h2" else NgH2Protocol
+    take, on_request = h2_front.H2Protocol.take, engine.on_request
 
     def counting_take(self: h2_front.H2Protocol, data: bytes) -> None:
         count[0] = 0
@@ -164,7 +208,7 @@ async def test_a_large_read_is_handled_over_several_turns(
         on_request(self, event)  # type: ignore[arg-type]
 
     monkeypatch.setattr(h2_front.H2Protocol, "take", counting_take)
-    monkeypatch.setattr(h2_front.H2Protocol, "on_request", counting_on_request)
+    monkeypatch.setattr(engine, "on_request", counting_on_request)
     monkeypatch.setitem(h2_attacks.ATTACKS, "head_burst", (head_burst, 3000))
     result = await attack(node, "head_burst", 3000, linger=1.0)
     assert result.goaway == "-" and result.written_kib > 30, result

@@ -46,6 +46,7 @@ async def test_h1_serves_listed_hosts_and_refuses_others(origin: ScriptedOrigin)
         await node.core.aclose()
 
 
+@pytest.mark.usefixtures("h2_engine")
 @pytest.mark.parametrize("tls_front", ["own", "hypercorn"])
 async def test_h2_and_h3_refuse_a_host_not_listed(
     origin: ScriptedOrigin, dev_cert: DevCert, tls_front: str

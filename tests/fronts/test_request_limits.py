@@ -182,6 +182,7 @@ async def tls_edge(origin: ScriptedOrigin, dev_cert: DevCert, tls_front: str) ->
     await node.stop()
 
 
+@pytest.mark.usefixtures("h2_engine")
 @pytest.mark.parametrize("name", list(CASES))
 async def test_h2_refuses_like_h1(origin: ScriptedOrigin, tls_edge: SecureEdge, name: str) -> None:
     case = CASES[name]
@@ -199,6 +200,7 @@ async def test_h2_refuses_like_h1(origin: ScriptedOrigin, tls_edge: SecureEdge, 
     assert origin.count("/ok") == 1 and len(origin.seen) == 1
 
 
+@pytest.mark.usefixtures("h2_engine")
 async def test_own_h2_front_refuses_connect_like_h1(origin: ScriptedOrigin, dev_cert: DevCert) -> None:
     import h2.events
 

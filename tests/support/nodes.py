@@ -23,6 +23,10 @@ from edge.wiring.devcert import DevCert
 from edge.wiring.process import Secure, bind_tcp, prepare_secure, start_h1, start_secure
 from edge.wiring.tls import bind_many
 
+H2_ENGINE: str | None = None
+"""The own HTTPS front's HTTP/2 engine for start_secure_edge (the ``h2_engine`` fixture sets
+it per test); None: the config's default."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -132,6 +136,7 @@ async def start_secure_edge(
         "key": str(cert.key),
         "quic_backend": backend,
         "admin_listen": "",
+        **({"h2_engine": H2_ENGINE} if H2_ENGINE else {}),
         **settings,
     }
     config = edge_config.load(None, {}, flags)
