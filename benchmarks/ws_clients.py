@@ -134,6 +134,8 @@ class H2Client:
         self.reading: asyncio.Task[None] | None = None
         self.hold_credit = False
         """Give no flow-control credit back for received DATA (until :meth:`release_credit`)."""
+        self.sent = 0
+        """DATA payload bytes sent (within the server's windows)."""
         self.held: dict[int, int] = {}
 
     def release_credit(self) -> None:
@@ -231,6 +233,7 @@ class H2Client:
             chunk, view = view[:window], view[window:]
             last = not len(view)
             self.conn.send_data(stream_id, bytes(chunk), end_stream=end and last)
+            self.sent += len(chunk)
             self.flush()
             if last:
                 break

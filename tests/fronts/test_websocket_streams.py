@@ -283,3 +283,45 @@ async def test_shutdown_closes_open_tunnels(ws_origin: WsOrigin, dev_cert: DevCe
     finally:
         if not stopped:
             await node.stop()
+
+
+async def test_h2_flow_control_holds_the_client(dev_cert: DevCert) -> None:
+    """An origin that accepts the WebSocket and then reads nothing: the edge stops crediting
+    the client's DATA (no WINDOW_UPDATE) once the origin's socket is full, so the client's
+    48 MiB message stalls instead of piling up in the edge."""
+    import base64
+    import hashlib
+
+    done = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept)  # fmt: skip
+        await done.wait()  # never reads again
+        writer.close()
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    node = await start_secure_edge(f"http://127.0.0.1:{port}", dev_cert)
+    try:
+        async with h2_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+            stream = await ws(client, "/deaf")
+            assert stream.status == 200
+            sending = asyncio.get_running_loop().create_task(stream.send(b"u" * (48 << 20)))
+            sent = -1
+            while sent != client.sent:  # until the client's DATA stopped moving
+                sent = client.sent
+                await asyncio.sleep(0.3)
+            assert not sending.done() and sent < 24 << 20, sent
+            sending.cancel()
+    finally:
+        done.set()
+        await node.stop()
+        server.close()
