@@ -289,9 +289,9 @@ class H3Client(QuicConnectionProtocol):
         if isinstance(event, StreamReset) and event.stream_id in self.streams:
             self.streams[event.stream_id].on_end(reset=event.error_code)
         if isinstance(event, ConnectionTerminated):
-            for stream in self.streams.values():
-                if not stream.ended.is_set():
-                    stream.on_end(reset=-1)
+            for ended in self.streams.values():
+                if not ended.ended.is_set():
+                    ended.on_end(reset=-1)
         for h3_event in self.h3.handle_event(event):
             stream = self.streams.get(getattr(h3_event, "stream_id", -1))
             if stream is None:
