@@ -81,6 +81,7 @@ async def page_origin() -> AsyncIterator[PageOrigin]:
         yield origin
 
 
+@pytest.mark.usefixtures("h2_engine")  # both HTTP/2 engines of the HTTPS front
 async def test_chromium_websocket_over_h2_receives_pushed_messages(
     page_origin: PageOrigin, dev_cert: DevCert
 ) -> None:

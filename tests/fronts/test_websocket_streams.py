@@ -18,7 +18,8 @@ from tests.support.nodes import SecureEdge, free_port, start_secure_edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually, within
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90), pytest.mark.usefixtures("h2_engine")]
+"""Every test on both HTTP/2 engines of the HTTPS front (h2 and ngh2: tests/conftest.py)."""
 
 H2_CANCEL = 0x8
 H3_REQUEST_CANCELLED = 0x10C
