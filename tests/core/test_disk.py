@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.support.nodes import Edge, start_edge
+from tests.support.nodes import Clock, Edge, start_edge
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 
 pytestmark = pytest.mark.asyncio
@@ -45,12 +45,12 @@ class Node:
         self.directory = directory
         self.edge: Edge | None = None
 
-    async def start(self, **settings: str) -> Edge:
+    async def start(self, clock: Clock | None = None, **settings: str) -> Edge:
         flags: dict[str, Any] = {
             "disk_cache": str(self.directory), "disk_size": "64MiB", "cache_size": "1MiB",
             "read_timeout": "2", "connect_timeout": "1", **settings,
         }  # fmt: skip
-        edge = await start_edge(self.origin.url, None, (), **flags)
+        edge = await start_edge(self.origin.url, clock, (), **flags)
         assert edge.core._disk_start is not None
         await edge.core._disk_start  # the index rebuilt
         self.edge = edge
@@ -383,3 +383,20 @@ async def test_load_removes_temporary_files_of_dead_writers_only(node: Node) -> 
     dead.write_bytes(b"half")
     await node.start()
     assert mine.exists() and not dead.exists()
+
+
+async def test_after_a_restart_a_stale_record_is_revalidated_not_served_fresh(node: Node) -> None:
+    serve(node.origin, "/short", headers=[("Cache-Control", "max-age=60"), ("ETag", '"v1"')])
+    clock = Clock()
+    edge = await node.start(clock)
+    port = edge.port
+    await node.get("/short")
+    await node.stop()
+    clock.advance(120)  # the record outlived its freshness while the node was down
+    edge = await node.start(clock)
+    async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:
+        r = await client.get("/short")
+    assert r.status_code == 200 and r.content == body_of("/short")
+    assert node.origin.count("/short") == 2
+    last = [s for s in node.origin.seen if s.target == b"/short"][-1]
+    assert last.header(b"if-none-match") == b'"v1"'  # the disk copy's validator, as for memory
