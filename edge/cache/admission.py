@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from edge.cache import stale as stale_rules
 from edge.cache.encoded import may_compress, with_vary_accept_encoding
 from edge.cache.entry import Entry
+from edge.cache.fieldpool import pooled_fields
 from edge.cache.freshness import DefaultTtls, Policy
 from edge.cache.key import secondary_key, vary_names
 from edge.cache.reuse import request_directives
@@ -128,7 +129,7 @@ def stored_fields(upstream: Headers, response_time: float, via: bytes) -> tuple[
         if date_raw is None:
             fields.append((b"Date", format_http_date(response_time)))
     fields.append((b"Via", via))
-    return fields, date
+    return pooled_fields(fields), date
 
 
 def plan_admission(

@@ -20,7 +20,8 @@ are added and dropped in place, each one an immutable Entry.
 
 from __future__ import annotations
 
-from typing import Any, final
+from types import MappingProxyType
+from typing import Any, cast, final
 
 from edge.cache.freshness import Policy
 from edge.cache.key import negotiated_coding
@@ -34,6 +35,10 @@ ENTRY_OVERHEAD = 512
 
 _NO_TAGS: frozenset[bytes] = frozenset()
 """Shared by the entries without purge tags: an empty frozenset per entry is 216 bytes."""
+
+NO_WIRE: dict[str, Any] = cast(dict[str, Any], MappingProxyType({}))
+"""``wire`` of an entry no front has sent as a hit yet: read-only and shared (an empty dict
+per entry is 64 bytes); ``edge.fronts.hit.remember`` gives the entry its own on the first."""
 
 
 @final
@@ -106,8 +111,9 @@ class Entry:
         """Purge tags from Surrogate-Key (space-separated) and Cache-Tag (comma-separated)."""
         self.encodings: dict[bytes, Entry] | None = None
         """Compressed siblings by coding (see edge.cache.encoded); None when not compressible."""
-        self.wire: dict[str, Any] = {}
-        """Adapter-private memo of serialised heads, keyed by adapter name."""
+        self.wire: dict[str, Any] = NO_WIRE
+        """Adapter-private memo of serialised heads, keyed by adapter name (NO_WIRE until the
+        first is kept)."""
 
     def age(self, now: float) -> int:
         """Current age in whole seconds (RFC 9111 §4.2.3), for the Age field."""
@@ -126,7 +132,7 @@ class Entry:
         for name in Entry.__slots__:
             setattr(copy, name, getattr(self, name))
         copy.fresh_until = float("-inf")
-        copy.wire = {}
+        copy.wire = NO_WIRE
         if self.encodings is not None:
             copy.encodings = {
                 coding: copy if sibling is self else sibling.stale_copy()

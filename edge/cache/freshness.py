@@ -57,13 +57,25 @@ def effective_directives(headers: Headers) -> tuple[Directives, bool]:
     return parse_cache_control(get_all(headers, b"cache-control")), False
 
 
+_EXPLICIT: dict[tuple[Directives, int, bool], Policy] = {}
+"""Policies set by max-age or s-maxage, shared by the responses with the same directives
+(an immutable Policy per stored object would cost 88 bytes each); emptied at 1,024."""
+
+
 def freshness_policy(status: int, headers: Headers, date: float) -> Policy:
     """Compute the freshness lifetime of a response whose Date is ``date``."""
     directives, targeted = effective_directives(headers)
     for name in (b"s-maxage", b"max-age"):
         delta = directives.delta(name)
         if delta is not None:
-            return Policy(directives, 0.0 if delta == INVALID else float(delta), True, targeted)
+            shared = (directives, delta, targeted)
+            policy = _EXPLICIT.get(shared)
+            if policy is None:
+                if len(_EXPLICIT) >= 1024:
+                    _EXPLICIT.clear()
+                lifetime = 0.0 if delta == INVALID else float(delta)
+                policy = _EXPLICIT[shared] = Policy(directives, lifetime, True, targeted)
+            return policy
     if not targeted:
         expires_values = get_all(headers, b"expires")
         if expires_values:

@@ -29,7 +29,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.observe import PROTOCOL_LABELS, FrontTally
 from edge.core.sink import serve_guarded
-from edge.fronts.hit import FieldHitHead, lower_fields
+from edge.fronts.hit import FieldHitHead, lower_fields, remember
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.http.fields import Headers
 from edge.http.message import NO_BODY_STATUSES, Request
@@ -171,8 +171,8 @@ class EdgeASGI:
         memo: FieldHitHead | None = entry.wire.get("asgi")
         if memo is None:
             fields = lower_fields(entry.headers)
-            memo = entry.wire["asgi"] = FieldHitHead(
-                entry, fields, self.hit_fields, status_field=False, tally=tally
+            memo = remember(
+                entry, "asgi", FieldHitHead(entry, fields, self.hit_fields, status_field=False, tally=tally)
             )
         if memo.age != age:
             # Age and Cache-Status's ttl change once a second: rebuild the list then, not per hit.

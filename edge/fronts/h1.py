@@ -34,7 +34,7 @@ from edge.core.clients import ClientLimits
 from edge.core.node import HitRoute
 from edge.core.observe import RequestLog
 from edge.core.sink import serve_guarded
-from edge.fronts.hit import WireHitHead
+from edge.fronts.hit import WireHitHead, remember
 from edge.fronts.request import (
     Refusal,
     RequestRules,
@@ -514,7 +514,7 @@ class H1Protocol(asyncio.Protocol):
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: WireHitHead | None = entry.wire.get("h1")
         if memo is None:
-            memo = entry.wire["h1"] = WireHitHead(entry, self.hit_fields + self.extra_fields, self.tally)
+            memo = remember(entry, "h1", WireHitHead(entry, self.hit_fields + self.extra_fields, self.tally))
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))

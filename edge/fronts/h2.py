@@ -50,7 +50,7 @@ from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts.h1 import H1Protocol
 from edge.fronts.h2_limits import FrameMeter
-from edge.fronts.hit import FieldHitHead
+from edge.fronts.hit import FieldHitHead, remember
 from edge.fronts.hpack_requests import RequestDecoder
 from edge.fronts.hpack_responses import ResponseEncoder
 from edge.fronts.request import Refusal, RequestRules, body_too_large
@@ -654,8 +654,8 @@ class H2Protocol(asyncio.Protocol):
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: _H2HitHead | None = entry.wire.get("h2")
         if memo is None:
-            memo = entry.wire["h2"] = _H2HitHead(
-                entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally
+            memo = remember(
+                entry, "h2", _H2HitHead(entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally)
             )
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.

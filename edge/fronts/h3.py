@@ -37,7 +37,7 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts import qh3_io, quic_guard
-from edge.fronts.hit import FieldHitHead, lower_fields
+from edge.fronts.hit import FieldHitHead, lower_fields, remember
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.fronts.stream_tunnel import StreamTunnel, connect_protocol, tunnel_request
 from edge.http.fields import Headers
@@ -357,9 +357,8 @@ class H3Session:
         age = entry.age(now)
         memo: FieldHitHead | None = entry.wire.get("h3")
         if memo is None:
-            memo = entry.wire["h3"] = FieldHitHead(
-                entry, lower_fields(entry.headers), self.hit_fields, tally=self.tally
-            )
+            head = FieldHitHead(entry, lower_fields(entry.headers), self.hit_fields, tally=self.tally)
+            memo = remember(entry, "h3", head)
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))

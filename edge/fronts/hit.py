@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from edge.cache.entry import Entry
+from edge.cache.entry import NO_WIRE, Entry
 from edge.core.observe import FrontTally
 from edge.http.fields import Headers
 from edge.http.message import NO_BODY_STATUSES, reason_phrase
 
-__all__ = ["FieldHitHead", "HitHead", "WireHitHead", "lower_fields"]
+__all__ = ["FieldHitHead", "HitHead", "WireHitHead", "lower_fields", "remember"]
 
 _Head = TypeVar("_Head", bytes, Headers)
 
@@ -116,6 +116,22 @@ class FieldHitHead(HitHead[Headers]):
         self.head = [*self.prefix, (b"age", b"%d" % age), (b"cache-status", cache_status)]
         self.cache_status = cache_status
         self.age = age
+
+
+_Memo = TypeVar("_Memo", bound=HitHead)  # type: ignore[type-arg]
+
+
+def remember(entry: Entry, front: str, memo: _Memo) -> _Memo:
+    """Keep ``memo`` as ``front``'s head of ``entry`` (``entry.wire[front]``), and return it.
+
+    An entry starts with the shared, read-only ``NO_WIRE`` (most stored objects are never
+    hit, or only by one front): it gets a dict of its own here, on its first hit.
+    """
+    wire = entry.wire
+    if wire is NO_WIRE:
+        wire = entry.wire = {}
+    wire[front] = memo
+    return memo
 
 
 def lower_fields(headers: Headers) -> Headers:
