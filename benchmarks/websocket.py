@@ -6,8 +6,8 @@ memory of idle tunnels, and SSE event latency. Run (one benchmark at a time on a
 
 Starts an origin (its own process: a WebSocket echo server on the `websockets` library's
 sans-I/O protocol, and ``/events``: Server-Sent Events stamped with the origin's clock),
-``edge serve`` in front of it (HTTP/1.1, HTTPS with HTTP/2, HTTP/3 on qh3) and nginx when it
-is installed, all on 127.0.0.1. Prints:
+``edge serve`` in front of it (HTTP/1.1, HTTPS with HTTP/2, HTTP/3 on qh3; HTTP/2 on each
+engine: ngh2, the default, and the h2 library) and nginx when it is installed, all on 127.0.0.1. Prints:
 
 - p50/p99 of ``--messages`` sequential echo round trips (64-byte text) direct and through
   the edge on each protocol (clients: `websockets` over HTTP/1.1; h2 / aioquic carrying the
@@ -296,14 +296,14 @@ async def sse_h3(port: int, ca: str) -> list[float]:
 class Edge:
     """``edge serve`` on HTTP/1.1, HTTPS (HTTP/2) and HTTP/3 (qh3), in front of ``origin_port``."""
 
-    def __init__(self, origin_port: int, cert: Any, caps: int) -> None:
+    def __init__(self, origin_port: int, cert: Any, caps: int, engine: str = "ngh2") -> None:
         self.h1, self.tls = free_port(), free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "serve", "--upstream", f"http://127.0.0.1:{origin_port}",
              "--listen", f"127.0.0.1:{self.h1}", "--tls-listen", f"127.0.0.1:{self.tls}",
              "--quic-listen", f"127.0.0.1:{self.tls}", "--cert", str(cert.cert), "--key", str(cert.key),
              "--admin-listen", "", "--access-log", "off", "--max-client-tunnels", str(caps),
-             "--max-client-connections", str(caps), "--max-tunnels", str(caps)],
+             "--max-client-connections", str(caps), "--max-tunnels", str(caps), "--h2-engine", engine],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -337,7 +337,7 @@ def start_nginx(prefix: Path, origin_port: int) -> tuple[subprocess.Popen[bytes]
 
 
 def line(label: str, values: list[float], base: list[float] | None = None) -> str:
-    text = f"  {label:<36} p50 {pct(values, 50):7.3f}  p99 {pct(values, 99):7.3f}"
+    text = f"  {label:<40} p50 {pct(values, 50):7.3f}  p99 {pct(values, 99):7.3f}"
     if base is not None:
         text += f"  (p50 {pct(values, 50) / pct(base, 50):.2f}x direct)"
     if CLIENT_CPU:
@@ -359,12 +359,14 @@ def main() -> None:
     origin_port = free_port()
     procs = [subprocess.Popen([sys.executable, "-c", ORIGIN, str(origin_port), str(EVENTS), str(EVENT_GAP)])]
     edge: Edge | None = None
+    other: Edge | None = None
     try:
         wait_port(origin_port)
         nginx = start_nginx(work, origin_port)
         if nginx is not None:
             procs.append(nginx[0])
         edge = Edge(origin_port, cert, caps)
+        other = Edge(origin_port, cert, caps, "h2")  # the HTTPS front on the h2 library
         n = args.messages
         direct = asyncio.run(echo_h1(f"ws://127.0.0.1:{origin_port}/echo", n))
         print(f"echo round trip, {n} sequential messages of 64 bytes, ms (origin: websockets sans-I/O echo;")
@@ -375,7 +377,8 @@ def main() -> None:
                 line("through nginx (h1)", asyncio.run(echo_h1(f"ws://127.0.0.1:{nginx[1]}/echo", n)), direct)
             )
         print(line("through the edge, h1", asyncio.run(echo_h1(f"ws://127.0.0.1:{edge.h1}/echo", n)), direct))
-        print(line("through the edge, h2 (RFC 8441)", asyncio.run(echo_h2(edge.tls, n, ca)), direct))
+        print(line("through the edge, h2 ngh2 (RFC 8441)", asyncio.run(echo_h2(edge.tls, n, ca)), direct))
+        print(line("through the edge, h2 h2-lib (RFC 8441)", asyncio.run(echo_h2(other.tls, n, ca)), direct))
         print(line("through the edge, h3 qh3 (RFC 9220)", asyncio.run(echo_h3(edge.tls, n, ca)), direct))
 
         print(f"SSE: origin stamp -> client read, {EVENTS} events {EVENT_GAP * 1000:.0f} ms apart, ms:")
@@ -384,29 +387,33 @@ def main() -> None:
         if nginx is not None:
             print(line("through nginx (h1)", asyncio.run(sse_h1(nginx[1]))))
         print(line("through the edge, h1", asyncio.run(sse_h1(edge.h1))))
-        print(line("through the edge, h2", asyncio.run(sse_h2(edge.tls, ca))))
+        print(line("through the edge, h2 ngh2", asyncio.run(sse_h2(edge.tls, ca))))
+        print(line("through the edge, h2 h2-lib", asyncio.run(sse_h2(other.tls, ca))))
         print(line("through the edge, h3 qh3", asyncio.run(sse_h3(edge.tls, ca))))
         edge.stop()
-        edge = None
+        other.stop()
+        edge = other = None
 
         print(f"{args.idle} idle tunnels (a fresh edge each), edge RSS:")
-        measures: list[tuple[str, Callable[[Edge], Coroutine[Any, Any, tuple[int, int]]]]] = [
-            ("h1", lambda e: idle_h1(e.h1, args.idle, e.proc.pid)),
-            ("h2", lambda e: idle_streams(h2_client, e.tls, ca, args.idle, 100, e.proc.pid)),
-            ("h3 qh3", lambda e: idle_streams(h3_client, e.tls, ca, args.idle, 50, e.proc.pid)),
+        measures: list[tuple[str, str, Callable[[Edge], Coroutine[Any, Any, tuple[int, int]]]]] = [
+            ("h1", "ngh2", lambda e: idle_h1(e.h1, args.idle, e.proc.pid)),
+            ("h2 ngh2", "ngh2", lambda e: idle_streams(h2_client, e.tls, ca, args.idle, 100, e.proc.pid)),
+            ("h2 h2-lib", "h2", lambda e: idle_streams(h2_client, e.tls, ca, args.idle, 100, e.proc.pid)),
+            ("h3 qh3", "ngh2", lambda e: idle_streams(h3_client, e.tls, ca, args.idle, 50, e.proc.pid)),
         ]
-        for label, measure in measures:
-            edge = Edge(origin_port, cert, caps)
+        for label, engine, measure in measures:
+            edge = Edge(origin_port, cert, caps, engine)
             before, after = asyncio.run(measure(edge))
             edge.stop()
             edge = None
             per = (after - before) * 1024 / max(1, args.idle)
             print(
-                f"  {label:<8} {before / 1024:6.1f} -> {after / 1024:6.1f} MiB ({per:,.0f} bytes per tunnel)"
+                f"  {label:<10} {before / 1024:6.1f} -> {after / 1024:6.1f} MiB ({per:,.0f} bytes per tunnel)"
             )
     finally:
-        if edge is not None:
-            edge.stop()
+        for running in (edge, other):
+            if running is not None:
+                running.stop()
         for proc in reversed(procs):
             stop(proc)
 
