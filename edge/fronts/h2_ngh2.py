@@ -30,6 +30,7 @@ import ngh2
 from edge.fronts import h2 as h2_front
 from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _h2_fields, _H2HitHead, _Stream
 from edge.fronts.h2_limits import MAX_CONTINUATIONS, MAX_CREDIT
+from edge.fronts.hit import remember
 from edge.fronts.request import Refusal, body_too_large
 from edge.fronts.stream_tunnel import connect_protocol
 from edge.http.fields import Headers
@@ -326,8 +327,8 @@ class NgH2Protocol(H2Protocol):
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: _H2HitHead | None = entry.wire.get("h2")
         if memo is None:
-            memo = entry.wire["h2"] = _H2HitHead(
-                entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally
+            memo = remember(
+                entry, "h2", _H2HitHead(entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally)
             )
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
