@@ -131,7 +131,8 @@ class EdgeCore:
         """The disk tier below memory (``disk_cache``), or None; only this worker's keys."""
         if config.disk_cache:
             worker = self.siblings.index(None) if None in self.siblings else 0
-            self.disk = DiskTier(config.disk_cache, config.disk_size, self._owns, clock, worker)
+            share = config.disk_size // max(1, len(self.siblings))  # keys are shared out evenly
+            self.disk = DiskTier(config.disk_cache, share, self._owns, clock, worker)
             self.memory.lower = self.disk
         self._disk_start: asyncio.Task[None] | None = None
         self.node_param = b"node=" + self.node_id.encode()

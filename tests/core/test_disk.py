@@ -319,6 +319,7 @@ async def test_workers_share_one_disk_each_key_written_and_read_by_its_owner(
     for n in nodes:
         assert n.core.disk is not None
         await n.core.disk.drain()
+    assert sum(n.core.stats()["disk_capacity"] for n in nodes) == 64 * 1024**2  # disk_size shared out
     owned = [n.core.stats()["disk_entries"] for n in nodes]
     assert sum(owned) == len(paths) and min(owned) > 0, owned  # one record per key, by its owner
     assert len(list((disk / "objects").rglob("*"))) - 256 == len(paths)
