@@ -86,6 +86,8 @@ RETRY_AFTER = 30.0
 HEAD_READ = 4096
 """Bytes read first from a record at load; a longer head is read in a second call."""
 THREADS = 4
+LOAD_BATCH = 20_000
+"""Records indexed per event-loop turn at start."""
 SNAPSHOT_EVERY = 60.0
 """Seconds between index snapshots (when the index changed), besides one at a clean stop."""
 
@@ -168,6 +170,7 @@ class DiskTier:
         """Rebuild the index from the directory (heads only); the node serves meanwhile."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        gen = self.generation
         try:
             items, dropped = await loop.run_in_executor(self.pool, self._load)
         except OSError as exc:
@@ -175,9 +178,17 @@ class DiskTier:
             self.loaded = True
             return
         gone: list[Item] = []
-        for item in items:
-            gone.extend(self.index.add(item))
+        for i in range(0, len(items), LOAD_BATCH):  # a million adds would hold the loop ~1 s
+            if i:
+                await asyncio.sleep(0)
+            for item in items[i : i + LOAD_BATCH]:
+                if self.generation != gen and any(match(item) for _g, match in self._since):
+                    gone.append(item)  # purged (or forgotten) while the index was being rebuilt
+                    continue
+                gone.extend(self.index.add(item))
         self._unlink_later(gone)
+        if not self.pending_bytes:
+            self._since.clear()
         self.counts["loaded_records"] = len(self.index)
         self.counts["dropped_at_load"] = dropped
         self.load_seconds = time.perf_counter() - started
@@ -560,7 +571,7 @@ class DiskTier:
     def _note(self, match: Callable[[Item], bool]) -> None:
         self.generation += 1
         self.changes += 1
-        if self.pending_bytes:
+        if self.pending_bytes or not self.loaded:
             self._since.append((self.generation, match))
 
     # -- the rest --------------------------------------------------------------------------

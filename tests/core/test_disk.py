@@ -401,3 +401,37 @@ async def test_after_a_restart_a_stale_record_is_revalidated_not_served_fresh(no
     assert node.origin.count("/short") == 2
     last = [s for s in node.origin.seen if s.target == b"/short"][-1]
     assert last.header(b"if-none-match") == b'"v1"'  # the disk copy's validator, as for memory
+
+
+async def test_a_purge_made_while_the_index_is_rebuilt_covers_the_records_being_loaded(
+    node: Node,
+) -> None:
+    import asyncio
+    import threading
+
+    from edge.core.disk import DiskTier
+
+    serve(node.origin, "/a", "/b")
+    edge = await node.start()
+    port = edge.port
+    await node.get("/a")
+    await node.get("/b")
+    await node.stop()
+    tier = DiskTier(str(node.directory), 64 * 1024**2)
+    release = threading.Event()
+    load = tier._load
+
+    def slow_load():  # type: ignore[no-untyped-def]
+        found = load()  # the directory and the purge log read: the purge below is not in them
+        release.wait(10)
+        return found
+
+    tier._load = slow_load  # type: ignore[method-assign]
+    started = asyncio.ensure_future(tier.start())
+    await asyncio.sleep(0.05)
+    assert not tier.loaded
+    tier.purge("url", f"http://127.0.0.1:{port}/a", soft=False)
+    release.set()
+    await started
+    assert [item.key for item in tier.index] == [f"http://127.0.0.1:{port}/b".encode()]
+    await tier.aclose()
