@@ -3,7 +3,7 @@
 Both caches sit in front of the same origin; each server is pinned to core 0 and
 wrk to core 1 (``taskset``), one worker each, so the figure is per core. Run:
 
-    python -m benchmarks.h1_hit [--duration 5] [--connections 64] [--rounds 1]
+    python -m benchmarks.h1_hit [--duration 5] [--connections 64] [--rounds 1] [--origin typical|project]
 
 Needs Debian's ``nginx`` and ``wrk`` (``apt-get install -y nginx wrk``). Prints
 req/s per target per round, and the edge/nginx ratio (median over rounds).
@@ -93,6 +93,13 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--origin",
+        choices=["typical", "project"],
+        default="typical",
+        help="typical: an origin sending Server, Date, Last-Modified, ETag, Expires, two Cache-Control "
+        "lines, Accept-Ranges (benchmarks.typical_origin); project: the bundled origin's fewer fields",
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None and not Path("/usr/sbin/" + tool).exists():
@@ -107,10 +114,14 @@ def main() -> int:
     try:
         origin_port, edge_port, nginx_port = free_port(), free_port(), free_port()
         py = sys.executable
+        origin = (
+            [py, "-m", "benchmarks.typical_origin", "--size", "1024"]
+            if args.origin == "typical"
+            else [py, "-m", "origin", "serve", "--root", str(site)]
+        )
         procs.append(subprocess.Popen(
-            ["taskset", "-c", "1", py, "-m", "origin", "serve", "--root", str(site),
-             "--listen", f"127.0.0.1:{origin_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ["taskset", "-c", "1", *origin, "--listen", f"127.0.0.1:{origin_port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1],
         ))  # fmt: skip
         wait_port(origin_port)
         procs.append(subprocess.Popen(
