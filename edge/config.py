@@ -298,6 +298,11 @@ class Config:
     h2_engine: str = _opt(
         "ngh2", "HTTP/2 engine of the own HTTPS front: ngh2 (libnghttp2, faster) or h2 (pure Python)"
     )
+    tls_transport: str = _opt(
+        "aiofastnet",
+        "TLS transport under the own HTTPS front: aiofastnet (C, OpenSSL directly, less CPU) "
+        "or asyncio (the event loop's own SSL transport)",
+    )
     quic_backend: str = _opt(
         "qh3", "QUIC library under HTTP/3: qh3 (Rust core, about 3x faster here) or aioquic"
     )
@@ -365,6 +370,8 @@ class Config:
             raise ConfigError(f"quic_backend must be qh3 or aioquic, got {self.quic_backend!r}")
         if self.tls_front not in ("own", "hypercorn"):
             raise ConfigError(f"tls_front must be own or hypercorn, got {self.tls_front!r}")
+        if self.tls_transport not in ("aiofastnet", "asyncio"):
+            raise ConfigError(f"tls_transport must be aiofastnet or asyncio, got {self.tls_transport!r}")
         if self.h2_engine not in ("ngh2", "h2"):
             raise ConfigError(f"h2_engine must be ngh2 or h2, got {self.h2_engine!r}")
         if bool(self.cert) != bool(self.key):

@@ -64,6 +64,28 @@ async def test_h2_miss_then_hit_alt_svc(origin: ScriptedOrigin, secure_edge: Sec
     assert origin.count("/hello.txt") == 1
 
 
+@pytest.mark.parametrize("transport", ["aiofastnet", "asyncio"])
+async def test_both_tls_transports_serve_h2_and_h1(
+    origin: ScriptedOrigin, dev_cert: DevCert, transport: str
+) -> None:
+    """``tls_transport``: aiofastnet (the default) and the loop's own SSL transport, the
+    fallback, each serve HTTP/2 and HTTP/1.1 (handed over by ALPN) on the own front; a 256 KiB
+    body proves large writes arrive whole."""
+    body = blob(256 * 1024)
+    origin.routes["/t.bin"] = fixed(200, body, CACHEABLE)
+    node = await start_secure_edge(origin.url, dev_cert, tls_front="own", tls_transport=transport)
+    try:
+        async with node.h2_client() as client:
+            miss, hit = await client.get("/t.bin"), await client.get("/t.bin")
+        async with httpx.AsyncClient(verify=node.ssl(), http2=False) as client:
+            h1 = await client.get(node.https_url + "/t.bin")
+    finally:
+        await node.stop()
+    assert (miss.http_version, hit.http_version, h1.http_version) == ("HTTP/2", "HTTP/2", "HTTP/1.1")
+    assert miss.content == hit.content == h1.content == body
+    assert (hit.headers["x-cache"], h1.headers["x-cache"]) == ("HIT", "HIT")
+
+
 async def test_h1_over_tls_alpn(origin: ScriptedOrigin, secure_edge: SecureEdge) -> None:
     origin.routes["/a.txt"] = fixed(200, b"a", CACHEABLE)
     async with httpx.AsyncClient(verify=secure_edge.ssl(), http2=False) as client:
