@@ -12,7 +12,7 @@ Guarantees: :func:`pooled` returns a pair equal to the one given (bytes are immu
 so sharing one is never visible); the pool holds at most ``POOL_SIZE`` pairs and is
 emptied when full, so fields that never repeat cannot grow it (pairs already handed
 out stay shared by the responses holding them). ``ETag`` values are unique per
-representation and never pooled.
+representation and never pooled, nor is ``Set-Cookie``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ POOL_SIZE = 4096
 
 _POOL: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 
-_NEVER_POOLED = frozenset({b"etag", b"content-md5", b"digest", b"content-digest", b"repr-digest"})
-"""Fields whose values identify one representation: pooling them would only churn the pool."""
+_NEVER_POOLED = frozenset(
+    {b"etag", b"content-md5", b"digest", b"content-digest", b"repr-digest", b"set-cookie"}
+)
+"""Fields whose values identify one representation or one client (a pass-through's
+Set-Cookie): pooling them would only churn the pool."""
 
 
 def pooled(field: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

@@ -73,6 +73,13 @@ def _ttl(entry: Entry, now: float) -> int | None:
     return None if entry.fresh_until == NEVER else int(entry.fresh_until - now)
 
 
+ROUTE_MAX_CHARGE = 24 * 1024
+"""Largest stored value (all its variants and siblings) a HitRoute is made for: a route
+holds it until its bytes come again or its table is emptied, also after an eviction, so
+1,024 routes hold at most 24 MiB beside the store. Larger objects gain little from it:
+writing the body costs more than parsing the request."""
+
+
 class HitRoute:
     """A fresh hit's answer, held for requests identical to the one it was decided for.
 
@@ -167,6 +174,9 @@ class EdgeCore:
             TrustedProxies.of(config.trusted_proxies),
         )
         """Per-client-address connection cap and rate limit, applied by the fronts."""
+        self.replay_tables: dict[Any, dict[bytes, Any]] = {}
+        """The fronts' tables of fast hits by request bytes (``edge.fronts.h1.Replay``), each
+        listener kind's own: kept here so that a purge empties them (see :meth:`purge`)."""
         self.requests = RequestLog()
         """Counters of answered requests and the access log (``edge.core.observe``)."""
         self.challenges = Challenges()
@@ -222,6 +232,8 @@ class EdgeCore:
             base = found.by_secondary.get(secondary)
         if found is None or type(base) is not Entry or not self.compressor.settled(base, entry, req):
             return None
+        if found.charge > ROUTE_MAX_CHARGE:
+            return None  # a route holds what it checks: only small objects, the ones it pays for
         return HitRoute(key, found, secondary, base, entry)
 
     def replay(self, route: HitRoute, now: float) -> Entry | None:
@@ -397,6 +409,8 @@ class EdgeCore:
         Fills under way when the purge runs finish for their readers but store nothing.
         """
         purged = purge(self.memory, kind, target, soft=soft)
+        for table in self.replay_tables.values():
+            table.clear()  # their routes would fail their check; this frees what they hold
         if self.disk is not None:
             # Memory holds a subset of the disk's responses (written through) plus copies of other
             # workers' keys: the larger count is the better estimate of distinct responses.

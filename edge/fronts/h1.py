@@ -74,7 +74,7 @@ WRITE_HIGH, WRITE_LOW = 256 * 1024, 64 * 1024
 REPLAY_MAX_BYTES = 2048
 """Longest request (head, as one read) whose fast hit is replayed by its bytes (see Replay)."""
 
-REPLAY_TABLE_SIZE = 2048
+REPLAY_TABLE_SIZE = 1024
 """Request byte strings remembered per listener kind; the table is emptied when full."""
 
 
@@ -88,7 +88,10 @@ class Replay:
     compressed siblings on every use) and what the request said about the connection.
     Everything the parse and the request rules would decide is a function of the bytes,
     but the per-address rate limit and a trusted proxy's scheme: with a rate limit a
-    listener keeps no table, and a request whose scheme a proxy set is not remembered.
+    listener keeps no table, and a request carrying ``X-Forwarded-Proto`` is never
+    remembered (the same bytes mean another scheme from a trusted proxy than from anyone
+    else). A route holds its objects: only small ones are kept (``HitRoute``), and a purge
+    empties the tables, so a purged or evicted body is not held for long.
     """
 
     __slots__ = ("keep_alive", "req", "route")
@@ -105,10 +108,6 @@ that never repeats costs a dict insert, not a route."""
 
 NOT_REPLAYED = Replay.__new__(Replay)
 """The table's mark for bytes that are not one request with a fast hit (pipelined, a miss)."""
-
-_REPLAYS: weakref.WeakKeyDictionary[EdgeCore, dict[tuple[bytes, bytes], dict[bytes, Replay]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class H1Protocol(asyncio.Protocol):
@@ -143,8 +142,8 @@ class H1Protocol(asyncio.Protocol):
         """Fast hits by request bytes (:class:`Replay`), shared by the listener's connections;
         None where requests are never replayed (a rate limit, a sibling worker's socket)."""
         if rules.rate is None:
-            tables = _REPLAYS.setdefault(core, {})
-            self.replays = tables.setdefault((scheme, self.extra_fields), {})
+            # The core owns the tables (EdgeCore.replay_tables): a purge empties them.
+            self.replays = core.replay_tables.setdefault((scheme, self.extra_fields), {})
         self.replay_wanted = False
         """These bytes were seen once: remember their hit this time (set per read)."""
         self.replay_offer: Replay | None = None
@@ -495,7 +494,7 @@ class H1Protocol(asyncio.Protocol):
             fields = req.fields
             if (
                 req.body
-                or req.scheme != self.scheme
+                or b"x-forwarded-proto" in fields  # the scheme may depend on who sent it
                 or b"content-length" in fields
                 or b"transfer-encoding" in fields
                 or b"expect" in fields
