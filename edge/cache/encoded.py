@@ -7,7 +7,10 @@ result next to the identity entry. Rules this module guarantees:
 - every sibling carries ``Content-Encoding`` and its own strong validator (the
   entity-tag with ``-<coding>`` appended inside the quotes), because two
   representations must never share an ETag;
-- the identity entry and its siblings say ``Vary: Accept-Encoding``.
+- the identity entry and its siblings say ``Vary: Accept-Encoding``;
+- a body encoded as a miss streamed (a fast level, flushed per chunk) carries the weak
+  form of that validator (``W/"abc-br"``): its bytes differ from the stored variant made
+  later at the configured level, which says the same under weak comparison.
 """
 
 from __future__ import annotations
@@ -43,25 +46,39 @@ def with_vary_accept_encoding(headers: Headers) -> Headers:
     return [*headers, (b"Vary", b"Accept-Encoding")]
 
 
-def sibling_etag(etag: bytes, coding: bytes) -> bytes:
-    """``"abc"`` → ``"abc-br"``; ``W/"abc"`` → ``W/"abc-br"``."""
+def sibling_etag(etag: bytes, coding: bytes, weak: bool = False) -> bytes:
+    """``"abc"`` → ``"abc-br"`` (``W/"abc-br"`` when ``weak``); ``W/"abc"`` → ``W/"abc-br"``."""
     etag = etag.strip()
     if etag.endswith(b'"') and len(etag) >= 2:
-        return etag[:-1] + b"-" + coding + b'"'
+        prefix = b"W/" if weak and not etag.startswith(b"W/") else b""
+        return prefix + etag[:-1] + b"-" + coding + b'"'
     return etag
 
 
-def encoded_sibling(entry: Entry, coding: bytes, body: bytes) -> Entry:
-    """The entry for ``coding``: same freshness and fields, its own body, coding and validator."""
-    headers: Headers = []
-    for name, value in entry.headers:
+def encoded_fields(headers: Headers, coding: bytes, weak: bool = False) -> Headers:
+    """The fields of ``headers``' representation encoded in ``coding``: its own validator
+    (weak for a body encoded as it streamed) and Content-Encoding."""
+    out: Headers = []
+    for name, value in headers:
         lname = name.lower()
         if lname == b"etag":
-            value = sibling_etag(value, coding)
+            value = sibling_etag(value, coding, weak)
         elif lname == b"content-encoding":
             continue
-        headers.append((name, value))
-    headers.append((b"Content-Encoding", coding))
+        out.append((name, value))
+    out.append((b"Content-Encoding", coding))
+    return out
+
+
+def is_weak(entry: Entry) -> bool:
+    """Whether ``entry``'s validator is weak (a variant encoded as it streamed has one)."""
+    etag = get_one(entry.headers, b"etag")
+    return etag is not None and etag.lstrip().startswith(b"W/")
+
+
+def encoded_sibling(entry: Entry, coding: bytes, body: bytes, weak: bool = False) -> Entry:
+    """The entry for ``coding``: same freshness and fields, its own body, coding and validator."""
+    headers = encoded_fields(entry.headers, coding, weak)
     sibling = Entry(
         entry.key,
         entry.status,
@@ -88,7 +105,9 @@ def freshened(stale: Entry, fields: Headers, policy: Policy, response_time: floa
     )
     if stale.encodings is not None:
         entry.encodings = {
-            coding: entry if sibling is stale else encoded_sibling(entry, coding, sibling.body)
+            coding: entry
+            if sibling is stale
+            else encoded_sibling(entry, coding, sibling.body, is_weak(sibling) and not is_weak(stale))
             for coding, sibling in stale.encodings.items()
         }
     return entry

@@ -10,7 +10,11 @@ Guarantees:
   queued job whose entry left the store before its turn is dropped (``dropped``), so
   evicted bodies are neither kept alive nor compressed;
 - :meth:`Compressor.close` drops the queued jobs and lets the running one end unseen:
-  shutdown logs nothing.
+  shutdown logs nothing;
+- a miss is encoded as it streams (:meth:`stream_coding`, ``edge.codecs.StreamEncoder``
+  at a fast level) in the coding a hit would get; that body becomes the stored object's
+  sibling (weak validator) only until the one made at the configured level replaces it
+  (:meth:`streamed`), so the node still makes each stored variant once.
 """
 
 from __future__ import annotations
@@ -95,6 +99,25 @@ class Compressor:
             verdict = verdicts[coding] = accepts(accept, coding)
         return verdict
 
+    def stream_coding(self, req: Request) -> bytes | None:
+        """The coding a miss of a compressible 200 is encoded in as it streams, by the same
+        choice as a hit's (:meth:`representation`); None for identity (Range requests too)."""
+        if b"range" in req.fields:
+            return None
+        coding = self._coding_for(req)
+        return None if coding == IDENTITY else coding
+
+    def streamed(self, entry: Entry, coding: bytes, data: bytes) -> None:
+        """``data``, ``entry``'s body encoded in ``coding`` as its miss streamed: the sibling
+        until the one at the configured level is made (started here, once, as for a hit)."""
+        encodings = entry.encodings
+        if encodings is None or coding in encodings or not self.memory.holds(entry):
+            return
+        self._compress(entry, coding)
+        if coding not in encodings and len(data) < len(entry.body):
+            encodings[coding] = encoded_sibling(entry, coding, data, weak=True)
+            self.memory.recharge(entry)
+
     def representation(self, entry: Entry, req: Request) -> Entry:
         """The stored representation to send: a compressed sibling when the client takes one.
 
@@ -115,12 +138,16 @@ class Compressor:
     def settled(self, entry: Entry, chosen: Entry, req: Request) -> bool:
         """Whether ``chosen`` (what :meth:`representation` gave ``req`` for ``entry``) is what
         the same request gets until ``entry.encodings`` changes: False while identity stands
-        in for a sibling that is being made or was skipped (a later request starts it)."""
+        in for a sibling that is being made or was skipped (a later request starts it), and
+        while a miss's streamed body stands in for the one being made (:meth:`streamed`: the
+        replacement leaves the number of siblings as it was)."""
         encodings = entry.encodings
         if encodings is None:
             return True
         coding = self._coding_for(req)
-        return coding == IDENTITY or encodings.get(coding) is chosen
+        return coding == IDENTITY or (
+            encodings.get(coding) is chosen and (id(entry), coding) not in self._compressing
+        )
 
     @property
     def pending(self) -> int:

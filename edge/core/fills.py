@@ -178,6 +178,7 @@ class Fills:
             plan.length,
         )
         fill.vary, fill.secondary = plan.vary, plan.secondary
+        fill.compressible = plan.compressible
         if plan.not_storable is not None:
             self._drop(fill)
             fill.stop_keeping()
@@ -240,6 +241,7 @@ class Fills:
         if plan.compressible and len(body) >= self.rules.compress_min_size:
             entry.encodings = {}
         self.memory.put_response(entry, plan.secondary)
+        fill.stored = entry
 
     def _refresh(
         self,
@@ -259,6 +261,7 @@ class Fills:
         if stale.vary:
             fill.secondary = secondary_key(req, stale.vary)
         fill.not_storable = plan.not_storable
+        fill.compressible = stale.encodings is not None
         fill.append(stale.body)
         fill.finish()
         fill.set_head()
@@ -267,3 +270,4 @@ class Fills:
         elif not fill.discard:
             entry = freshened(stale, plan.fields, plan.policy, response_time, age)
             self.memory.put_response(entry, fill.secondary)
+            fill.stored = entry

@@ -9,7 +9,11 @@ Guarantees:
   revalidated where ``edge.cache.stale`` allows, else with 502/504;
 - only the client whose request started the fill gets its Set-Cookie;
 - the client's own preconditions are answered (304) and a single Range is cut from
-  the stream as it passes; several ranges on a miss get the whole 200.
+  the stream as it passes; several ranges on a miss get the whole 200;
+- a response the node may compress reaches a client that takes a coding encoded as it
+  streams (the coding a hit would get, ``edge.core.codings``), each upstream chunk flushed,
+  with the encoded variant's fields (Content-Encoding, a weak ETag of its own); Range
+  requests and clients taking no coding get identity.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import asyncio
 from collections.abc import Callable
 
 from edge.cache import stale as stale_rules
+from edge.cache.encoded import encoded_fields
 from edge.cache.entry import Entry
 from edge.cache.key import accepts_coding, negotiated_coding, secondary_key
 from edge.cache.status import Fwd
+from edge.codecs import STREAM_LEVELS, StreamEncoder
 from edge.core.fills import Adopted, Fills
 from edge.core.forward import Forwarder
 from edge.core.respond import Responder
@@ -143,16 +149,52 @@ class Misses:
             detail=None if not_storable is None else not_storable.encode(),
             collapsed=collapsed,
         )
+        fields = fill.headers
+        coding = respond.compressor.stream_coding(req) if fill.compressible and fill.status == 200 else None
+        if coding is not None:
+            fields = encoded_fields(fields, coding, weak=True)
         headers = [
-            *fill.headers,
+            *fields,
             *(() if collapsed else fill.leader_fields),
             (b"Age", b"%d" % fill.age),
             (b"Cache-Status", bytes(status)),
             (b"X-Cache", b"MISS"),
         ]
-        if respond.not_modified(req, sink, fill.status, fill.headers, headers):
+        if respond.not_modified(req, sink, fill.status, fields, headers):
+            return
+        if coding is not None:
+            await self._stream_encoded(req, sink, fill, reader, headers, coding)
             return
         await self._stream(req, sink, fill, reader, headers)
+
+    async def _stream_encoded(
+        self, req: Request, sink: ResponseSink, fill: Fill, reader: Reader, headers: Headers, coding: bytes
+    ) -> None:
+        """The fill's response encoded in ``coding`` as it arrives, each chunk flushed (an
+        event stream never waits for a block); the encoded body is offered to the stored
+        entry as its sibling until the configured level's is made."""
+        sink.start(fill.status, fill.reason, headers, None)
+        if req.method == HEAD:
+            fill.detach(reader)
+            sink.end()
+            return
+        encoder = StreamEncoder(coding, STREAM_LEVELS[coding])
+        parts: list[bytes] | None = [] if fill.keep else None
+        try:
+            async for chunk in fill.tail(reader):
+                data = encoder.encode(chunk)
+                if parts is not None:
+                    parts.append(data)
+                await sink.write(data)
+        except UpstreamError:
+            sink.abort()
+            return
+        data = encoder.finish()
+        await sink.write(data)
+        sink.end()
+        if parts is not None and fill.stored is not None:
+            parts.append(data)
+            self.responder.compressor.streamed(fill.stored, coding, b"".join(parts))
 
     async def _stream(
         self, req: Request, sink: ResponseSink, fill: Fill, reader: Reader, headers: Headers

@@ -64,6 +64,10 @@ class Fill:
         """Secondary key of the request that started the fill, for Vary matching."""
         self.discard = False
         """Set by a purge during the fetch: readers get the body, the store does not."""
+        self.compressible = False
+        """The node may encode this response itself: readers that take a coding get it encoded."""
+        self.stored: Entry | None = None
+        """The entry stored from this fill once it is (set before readers see the end)."""
         self.keep = True
         """Hold every chunk (the body is being stored); False frees chunks once read."""
         self.high_water = high_water

@@ -37,11 +37,13 @@ async def test_compressed_hit_decompresses_to_identity(
     origin.routes["/app.js"] = fixed(200, BIG_JS, JS)
     miss = await get(edge, "/app.js", **{"Accept-Encoding": coding})
     assert miss.headers["x-cache"] == "MISS"
-    assert "content-encoding" not in miss.headers, "the miss streams identity as it arrives"
+    assert miss.headers["content-encoding"] == coding, "the miss is encoded as it streams"
+    assert miss.headers["etag"] == f'W/"js1-{coding}"'
     assert miss.headers["vary"] == "Accept-Encoding"
     await fills_settled(edge)  # stored: the next request is a hit
-    first_hit = await get(edge, "/app.js", **{"Accept-Encoding": coding})  # starts the one compression
+    first_hit = await get(edge, "/app.js", **{"Accept-Encoding": coding})
     assert first_hit.headers["x-cache"] == "HIT"
+    assert first_hit.headers["content-encoding"] == coding
     await wait_for_compressions(edge, coding.encode(), 1)
     for _ in range(5):
         hit = await get(edge, "/app.js", **{"Accept-Encoding": coding})
