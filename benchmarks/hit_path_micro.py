@@ -54,7 +54,7 @@ class NullTransport:
 
 
 async def run(
-    requests: int, headers: str, access_log: str | None = None, eviction: str = "lru", per_read: int = 10
+    requests: int, headers: str, access_log: str | None = None, eviction: str = "s3fifo", per_read: int = 10
 ) -> float:
     config = edge_config.load(None, {}, {"upstream": "http://127.0.0.1:9", "eviction": eviction})
     core = EdgeCore(config)
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--headers", choices=["wrk", "browser"], default="wrk")
     ap.add_argument("--access-log", help="turn the access log on, writing to this file (e.g. /dev/null)")
-    ap.add_argument("--eviction", choices=["lru", "s3fifo"], default="lru", help="the store's policy")
+    ap.add_argument("--eviction", choices=["lru", "s3fifo"], default="s3fifo", help="the store's policy")
     ap.add_argument(
         "--per-read", type=int, default=10,
         help="requests per data_received: 10 pipelined (the default), or 1 as wrk sends them",

@@ -211,7 +211,7 @@ class Config:
     listen: str = _opt("127.0.0.1:8080", "HOST:PORT of the public cleartext HTTP/1.1 listener")
     cache_size: int = _opt(512 * 1024**2, "memory for cached objects, per worker (e.g. 512MiB)", "size")
     eviction: str = _opt(
-        "lru",
+        "s3fifo",
         "what the full cache evicts: lru (least recently used) or s3fifo (S3-FIFO: new objects wait in "
         "a small FIFO, so one-hit wonders and scans leave before objects hit twice)",
     )

@@ -30,9 +30,15 @@ assert len(BODY) > codings.INLINE_COMPRESS_LIMIT
 
 
 def make_core(cache_size: str = "64MiB") -> EdgeCore:
-    config = edge_config.load(
-        None, {}, {"upstream": "http://127.0.0.1:9", "listen": "127.0.0.1:1", "cache_size": cache_size}
-    )
+    # LRU: the eviction test below needs new objects to push out old ones that were hit once
+    # (S3-FIFO, the default, would keep those and evict the new ones: its point).
+    flags = {
+        "upstream": "http://127.0.0.1:9",
+        "listen": "127.0.0.1:1",
+        "cache_size": cache_size,
+        "eviction": "lru",
+    }
+    config = edge_config.load(None, {}, flags)
     return EdgeCore(config, clock=lambda: NOW)
 
 
