@@ -283,8 +283,9 @@ def test_eviction_setting_makes_the_store() -> None:
     from edge.core import EdgeCore
 
     base = {"upstream": "http://127.0.0.1:9"}
-    assert edge_config.load(None, {}, base).eviction == "lru"
-    assert type(EdgeCore(edge_config.load(None, {}, base)).store) is LRU
+    assert edge_config.load(None, {}, base).eviction == "s3fifo"
+    assert type(EdgeCore(edge_config.load(None, {}, base)).store) is S3FIFO
+    assert type(EdgeCore(edge_config.load(None, {"EDGE_EVICTION": "lru"}, base)).store) is LRU
     cfg = edge_config.load(None, {"EDGE_EVICTION": "s3fifo"}, base)
     core = EdgeCore(cfg)
     assert type(core.store) is S3FIFO and core.store.capacity == cfg.cache_size
