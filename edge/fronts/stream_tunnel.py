@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from edge.fronts.request import Refusal
-from edge.fronts.tunnel import HEAD_LIMIT, HandshakeRefused, origin_handshake
+from edge.fronts.tunnel import HEAD_LIMIT, HandshakeRefused, close_origin, origin_handshake
 from edge.http.message import reason_phrase
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class StreamTunnel:
 
         def ended(_: asyncio.Task[None]) -> None:
             # A done callback, not a finally: it runs even for a task cancelled before it started.
-            self.closed = True
+            self._stop_forwarding()
             if self.admitted:
                 self.core.clients.tunnel_closed(self.req.client)
             self.core.requests.tunnelled(self.req, self.status, self.sent, started)
@@ -235,8 +235,11 @@ class StreamTunnel:
         except HandshakeRefused as refused:
             return await self._refuse(refused.status, refused.why)
         try:
+            if self.done.is_set():
+                return self.status  # failed or reset meanwhile: nothing goes out, nothing is forwarded
             headers = _fields_of(head)
             if status != 101:
+                self._stop_forwarding()
                 await self._relay_answer(reader, status, headers)
                 return status
             expected = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
@@ -256,10 +259,8 @@ class StreamTunnel:
             await self._relay(reader)
             return self.status
         finally:
-            self.closed = True
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._stop_forwarding()
+            await close_origin(writer)
 
     async def _relay(self, reader: asyncio.StreamReader) -> None:
         idle = self.core.config.tunnel_idle_timeout
@@ -331,6 +332,7 @@ class StreamTunnel:
         self.sink.end()
 
     async def _refuse(self, status: int, why: str) -> int:
+        self._stop_forwarding()
         self.status = status
         body = f"{status} {reason_phrase(status).decode()}: {why}\n".encode()
         sink = self.sink
@@ -360,14 +362,24 @@ class StreamTunnel:
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         owed, self.owed = self.owed, 0
-        if owed and not self.closed:
-            self.sink.consumed(owed)
+        if owed:
+            self.sink.consumed(owed)  # even once closed: the connection's window needs it back
 
     def _fail(self) -> None:
         """Too much held for the origin: the stream is reset and the tunnel ends."""
-        self.pending.clear()
         self.sink.abort()
         self.done.set()
+        self._stop_forwarding()
+
+    def _stop_forwarding(self) -> None:
+        """Nothing more goes to the origin: held bytes are dropped and every byte of credit
+        still owed is given back (HTTP/2: the connection's window is shared by all streams,
+        and both engines credit it even for a stream already closed)."""
+        self.closed = True
+        self.pending.clear()
+        owed, self.owed = self.owed, 0
+        if owed:
+            self.sink.consumed(owed)
 
 
 def _write_eof(writer: asyncio.StreamWriter) -> None:

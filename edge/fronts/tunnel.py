@@ -33,13 +33,19 @@ if TYPE_CHECKING:
     from edge.fronts.h1 import H1Protocol
     from edge.http.message import Request
 
-__all__ = ["HandshakeRefused", "Tunnel", "origin_handshake", "wants_websocket"]
+__all__ = ["HandshakeRefused", "Tunnel", "close_origin", "origin_handshake", "wants_websocket"]
 
 HEAD_LIMIT = 64 * 1024
 """Largest response head accepted from the origin."""
 
 PAUSE_ABOVE = 1024 * 1024
 """Bytes buffered towards the origin before the client is paused."""
+
+CLOSE_WAIT = 1.0
+"""Seconds a tunnel's end waits for its origin connection to close before aborting it."""
+
+INTERIM_LIMIT = 16
+"""Interim (1xx other than 101) answers to a handshake skipped before the origin is a 502."""
 
 
 def wants_websocket(req: Request) -> bool:
@@ -129,9 +135,7 @@ class Tunnel:
             await self._relay(reader, config.tunnel_idle_timeout)
             return status
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await close_origin(writer)
 
     async def _relay(self, reader: asyncio.StreamReader, idle: float) -> None:
         down = asyncio.get_running_loop().create_task(self._relay_from_origin(reader, None))
@@ -236,7 +240,7 @@ async def origin_handshake(
         lines.append(extra + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         writer.write(b"".join(lines))
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), config.read_timeout)
+            head = await asyncio.wait_for(_final_head(reader), config.read_timeout)
         except TimeoutError:
             raise HandshakeRefused(504, "the origin did not answer the WebSocket handshake") from None
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -247,10 +251,44 @@ async def origin_handshake(
         status = _status_of(head)
         if status is None:
             raise HandshakeRefused(502, "the origin's answer to the WebSocket handshake is not HTTP")
+        if _interim(status):
+            raise HandshakeRefused(502, "the origin's answers to the WebSocket handshake were all interim")
     except BaseException:
         writer.close()
         raise
     return reader, writer, head, status
+
+
+async def _final_head(reader: asyncio.StreamReader) -> bytes:
+    """The head of the handshake's answer; interim answers (100, 103: not the handshake's,
+    never relayed) are skipped, at most ``INTERIM_LIMIT`` of them."""
+    for _ in range(INTERIM_LIMIT):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = _status_of(head)
+        if status is None or not _interim(status):
+            break
+    return head
+
+
+def _interim(status: int) -> bool:
+    return 100 <= status < 200 and status != 101
+
+
+async def close_origin(writer: asyncio.StreamWriter) -> None:
+    """Close a tunnel's origin connection. Bytes still buffered for an origin that stopped
+    reading are dropped (abort): waiting for them would hold the tunnel, its place under the
+    caps and its log line, for ever."""
+    transport = writer.transport
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT)
+    except TimeoutError:
+        transport.abort()
+    except Exception:
+        pass  # the connection's own error: it is closed either way
 
 
 def _content_length(head: bytes) -> int | None:

@@ -14,6 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.nodes import Clock, start_edge
+from tests.support.raw_ws_origin import raw_ws_origin
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually
 
@@ -139,3 +140,36 @@ async def test_sigterm_drain_closes_open_tunnels_at_once(ws_origin: Server, cloc
     finally:
         node.server.close()
         await node.core.aclose()
+
+
+async def test_an_idle_tunnel_to_a_deaf_origin_is_given_back(clock: Clock) -> None:
+    """An origin that stopped reading with bytes still buffered for it: the idle timeout ends
+    the tunnel without waiting for them (the client is closed, the place given back)."""
+    async with raw_ws_origin(deaf=True) as deaf:
+        node = await start_edge(deaf.url, clock, tunnel_idle_timeout="1")
+        try:
+            async with connect(f"ws://127.0.0.1:{node.port}/deaf", ping_interval=None, close_timeout=1) as ws:
+                sending = asyncio.get_running_loop().create_task(ws.send(b"u" * (48 << 20)))
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 20)
+                sending.cancel()
+            await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was given back")
+            assert ["h1", 101, "none", 1] in node.core.requests.snapshot()["requests"]
+        finally:
+            node.server.close()
+            await node.core.aclose()
+
+
+async def test_interim_answers_before_the_101_are_skipped(clock: Clock) -> None:
+    """An origin answering the handshake 100 and 103 before its 101: the client gets the 101."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    async with raw_ws_origin(interim=interim, greeting=b"\x81\x05hello") as origin:
+        node = await start_edge(origin.url, clock)
+        try:
+            async with connect(
+                f"ws://127.0.0.1:{node.port}/hints", ping_interval=None, close_timeout=1
+            ) as ws:
+                assert await ws.recv() == "hello"
+        finally:
+            node.server.close()
+            await node.core.aclose()

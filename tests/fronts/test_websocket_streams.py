@@ -12,9 +12,10 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from benchmarks.ws_clients import ENABLE_CONNECT_PROTOCOL, WsStream, h2_client, h3_client
+from benchmarks.ws_clients import ENABLE_CONNECT_PROTOCOL, WsStream, _connect_head, h2_client, h3_client
 from edge.wiring.devcert import DevCert
 from tests.support.nodes import SecureEdge, free_port, start_secure_edge
+from tests.support.raw_ws_origin import raw_ws_origin
 from tests.support.scripted_origin import ScriptedOrigin, fixed
 from tests.support.waiting import eventually, within
 
@@ -326,3 +327,124 @@ async def test_h2_flow_control_holds_the_client(dev_cert: DevCert) -> None:
         done.set()
         await node.stop()
         server.close()
+
+
+async def test_h2_bytes_held_before_a_refused_handshake_are_credited_back(
+    origin: ScriptedOrigin, dev_cert: DevCert
+) -> None:
+    """DATA sent before the origin's answer is held, and dropped on a refusal: its
+    connection-level credit still comes back, or the whole HTTP/2 connection stalls."""
+    origin.routes["/ws"] = fixed(404, b"no websocket here")
+    node = await start_secure_edge(origin.url, dev_cert)
+    try:
+        async with h2_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+            conn = client.conn
+            stream_id = conn.get_next_available_stream_id()
+            stream = client.streams[stream_id] = WsStream(client, stream_id)
+            conn.send_headers(stream_id, _connect_head("/ws", client.authority, []))
+            for _ in range(3):
+                conn.send_data(stream_id, b"x" * 16000)  # an optimistic first message
+            client.flush()
+            await within(stream.ended.wait(), "the origin's answer")
+            assert stream.status == 404
+            await eventually(
+                lambda: conn.outbound_flow_control_window == 65535, "the connection window came back"
+            )
+    finally:
+        await node.stop()
+
+
+async def test_h2_credit_owed_to_a_stalled_tunnel_is_given_back_when_it_ends(dev_cert: DevCert) -> None:
+    """A client reset of a tunnel whose origin stopped reading: the DATA still waiting for the
+    origin is dropped and credited back on the connection (other streams can still upload)."""
+    async with raw_ws_origin(deaf=True) as deaf:
+        node = await start_secure_edge(deaf.url, dev_cert)
+        try:
+            async with h2_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+                stream = await ws(client, "/deaf")
+                assert stream.status == 200
+                sending = asyncio.get_running_loop().create_task(stream.send(b"u" * (48 << 20)))
+                sent = -1
+                while sent != client.sent:  # until the client's DATA stopped moving
+                    sent = client.sent
+                    await asyncio.sleep(0.3)
+                sending.cancel()
+                assert client.conn.outbound_flow_control_window == 0
+                client.conn.reset_stream(stream.stream_id, H2_CANCEL)  # the client gives up
+                client.flush()
+                await eventually(lambda: client.conn.outbound_flow_control_window > 0, "credit came back")
+                await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was given back")
+        finally:
+            await node.stop()
+
+
+@pytest.mark.parametrize("protocol", ["h2", "h3"])
+async def test_an_idle_reset_with_a_deaf_origin_gives_the_tunnel_back(
+    dev_cert: DevCert, protocol: str
+) -> None:
+    """An origin that stopped reading with bytes still buffered for it: the tunnel's end does
+    not wait for them (its place under the caps is given back, the tunnel is logged)."""
+    async with raw_ws_origin(deaf=True) as deaf:
+        node = await start_secure_edge(deaf.url, dev_cert, tunnel_idle_timeout="1")
+        opener = h2_client if protocol == "h2" else h3_client
+        try:
+            async with opener("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+                stream = await ws(client, "/deaf")
+                assert stream.status == 200
+                size = 48 << 20 if protocol == "h2" else 16 << 20
+                sending = asyncio.get_running_loop().create_task(stream.send(b"u" * size))
+                await within(stream.ended.wait(), "the edge ends the tunnel")  # idle, or too much held
+                sending.cancel()
+                await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was given back")
+                assert [protocol, 200, "none", 1] in node.core.requests.snapshot()["requests"]
+        finally:
+            await node.stop()
+
+
+@pytest.mark.parametrize("protocol", ["h2", "h3"])
+async def test_interim_answers_before_the_101_are_skipped(dev_cert: DevCert, protocol: str) -> None:
+    """An origin answering the handshake 100 and 103 before its 101: the tunnel opens."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    async with raw_ws_origin(interim=interim, greeting=b"\x81\x05hello") as origin:
+        node = await start_secure_edge(origin.url, dev_cert)
+        opener = h2_client if protocol == "h2" else h3_client
+        try:
+            async with opener("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+                stream = await ws(client, "/hints")
+                assert stream.status == 200, (stream.status, bytes(stream.body))
+                assert await stream.recv() == "hello"
+                await stream.send("up")
+                await eventually(lambda: len(origin.received) >= 8, "the client's frame reached the origin")
+        finally:
+            await node.stop()
+
+
+@pytest.mark.parametrize("backend", ["qh3", "aioquic"])
+async def test_h3_bytes_after_a_failed_handshake_are_never_forwarded(
+    dev_cert: DevCert, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More than 64 KiB before the origin's answer resets the stream; what the client sends
+    after that is not forwarded once the origin answers 101, and no 200 goes out."""
+    async with raw_ws_origin(delay=1.0) as slow:
+        node = await start_secure_edge(slow.url, dev_cert, backend)
+        try:
+            async with h3_client("127.0.0.1", node.port, str(dev_cert.ca)) as client:
+                stream_id = client._quic.get_next_available_stream_id()
+                stream = client.streams[stream_id] = WsStream(client, stream_id)
+                client.h3.send_headers(
+                    stream_id, _connect_head("/slow", client.authority, []), end_stream=False
+                )
+                client.h3.send_data(stream_id, b"x" * (70 * 1024), end_stream=False)  # beyond 64 KiB
+                client.transmit()
+                await within(stream.ended.wait(), "the reset")
+                assert stream.reset_code is not None
+                client.h3.send_data(stream_id, b"after the fail", end_stream=False)
+                client.transmit()
+                await within(slow.switched.wait(), "the origin's 101")
+                await eventually(lambda: node.core.clients.tunnels == 0, "the tunnel was given back")
+                await asyncio.sleep(0.3)
+                assert bytes(slow.received) == b""
+                assert stream.status == 0  # no head on the reset stream
+                assert "request failed" not in caplog.text  # (a head on a reset stream raises)
+        finally:
+            await node.stop()
