@@ -29,6 +29,8 @@ Guarantees:
   waiting for the origin resets the stream;
 - client bytes before the origin's 101 are held (at most 64 KiB, else the stream is reset),
   never forwarded: a refused handshake carries nothing past the node's request rules;
+  once the tunnel stops forwarding (refusal, reset, end) all credit still owed is given back
+  (HTTP/2: the connection's window is shared, a stream must not take it along);
 - the same caps, idle timeout and accounting as the HTTP/1.1 tunnel: ``max_tunnels``,
   ``max_client_tunnels`` (503), ``tunnel_idle_timeout`` (the stream is reset with CANCEL),
   logged and counted once it ends (status 200 and the bytes sent to the client);

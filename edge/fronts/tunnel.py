@@ -16,7 +16,9 @@ Guarantees:
   ``read_timeout``, a connect within ``connect_timeout`` (502/504 otherwise);
 - backpressure both ways: a slow client pauses reading from the origin, a slow origin
   pauses reading from the client;
-- counted and logged once it ends, status 101 and the bytes sent to the client.
+- counted and logged once it ends, status 101 and the bytes sent to the client; the end
+  never waits for an origin that stopped reading (:func:`close_origin`);
+- interim answers to the handshake (100, 103) are skipped, never relayed as the answer.
 """
 
 from __future__ import annotations
