@@ -103,11 +103,12 @@ class Replay:
 
 
 SEEN_ONCE = Replay.__new__(Replay)
-"""The table's mark for bytes seen once: remembered only if they come again, so traffic
-that never repeats costs a dict insert, not a route."""
+"""The table's mark for bytes seen once with a fast hit: their route is made if they come
+again, so hits that never repeat cost a dict insert, not a route (and misses not even that)."""
 
 NOT_REPLAYED = Replay.__new__(Replay)
-"""The table's mark for bytes that are not one request with a fast hit (pipelined, a miss)."""
+"""The table's mark for bytes that are not one request with a fast hit that could be kept
+(pipelined, a body, ``X-Forwarded-Proto``)."""
 
 
 class H1Protocol(asyncio.Protocol):
@@ -144,8 +145,9 @@ class H1Protocol(asyncio.Protocol):
         if rules.rate is None:
             # The core owns the tables (EdgeCore.replay_tables): a purge empties them.
             self.replays = core.replay_tables.setdefault((scheme, self.extra_fields), {})
-        self.replay_wanted = False
-        """These bytes were seen once: remember their hit this time (set per read)."""
+        self.replay_wanted = 0
+        """Per read: 1, bytes not in the table (mark them SEEN_ONCE if they get a fast hit);
+        2, bytes seen once (keep their fast hit); 0, neither."""
         self.replay_offer: Replay | None = None
         """The hit :meth:`_try_hit` decided during this read, to remember under its bytes."""
         self.transport: asyncio.Transport | None = None
@@ -279,11 +281,9 @@ class H1Protocol(asyncio.Protocol):
             if replays is not None and size <= REPLAY_MAX_BYTES and self.active is None and not self.queue:
                 replay = replays.get(data)
                 if replay is None:
-                    if len(replays) >= REPLAY_TABLE_SIZE:
-                        replays.clear()
-                    replays[data] = SEEN_ONCE
+                    self.replay_wanted = 1  # first seen: marked SEEN_ONCE if it gets a fast hit
                 elif replay is SEEN_ONCE:
-                    self.replay_wanted = True
+                    self.replay_wanted = 2  # its fast hit is kept this time
                 elif replay is NOT_REPLAYED:
                     pass
                 elif self._replay(replay):
@@ -337,16 +337,19 @@ class H1Protocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(Refusal(400, f"malformed request: {exc}"))
             return
-        if self.replay_wanted:
+        wanted = self.replay_wanted
+        if wanted:
             # Remember the hit only if this read was the whole of one request (see Replay).
-            self.replay_wanted = False
+            self.replay_wanted = 0
             offer = self.replay_offer
             self.replay_offer = None
-            if replays is not None:
+            if replays is not None and offer is not None:  # (a miss, or a sibling being made: no)
+                if wanted == 1 and len(replays) >= REPLAY_TABLE_SIZE:
+                    replays.clear()
                 if self.messages_begun != begun + 1 or not self.at_boundary:
                     replays[data] = NOT_REPLAYED  # not one whole request: never will be
-                elif offer is not None:
-                    replays[data] = offer  # (a miss, or a sibling being made: seen once still)
+                else:
+                    replays[data] = offer
         if self.in_head and not self.at_boundary and not self.closing:
             # This chunk ends inside a head. If the same head was already open when the
             # chunk arrived, all of it is head: count it, so a field sent forever in
@@ -500,6 +503,8 @@ class H1Protocol(asyncio.Protocol):
                 or b"expect" in fields
             ):
                 self.replay_offer = NOT_REPLAYED
+            elif self.replay_wanted == 1:
+                self.replay_offer = SEEN_ONCE
             else:
                 route = self.core.hit_route(req, entry)
                 if route is not None:
