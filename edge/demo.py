@@ -28,6 +28,18 @@ def _wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout:
     return False
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (a bind test, as the origin will bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _sample_urls(root: Path, base: str) -> list[str]:
     wanted = []
     for path in sorted(root.rglob("*")):
@@ -69,6 +81,9 @@ def run_demo(
         root = ensure_sample_site()
     except (ConfigError, OSError) as exc:
         return fail(str(exc))
+    if not _port_free(origin_host, origin_port):
+        # Another server there would answer _wait_for_port and be cached in the origin's place.
+        return fail(f"cannot listen on {origin_listen} for the origin: the port is in use (--origin-listen)")
     origin = subprocess.Popen(
         [sys.executable, "-c", "import sys; from origin.cli import main; sys.exit(main())",
          "serve", "--root", str(root), "--listen", origin_listen],
@@ -101,7 +116,7 @@ def run_demo(
         f"edge:   {base}/  (cache {cache_size}; Ctrl-C stops both)",
         "open:",
         *(f"  {url}" for url in _sample_urls(root, base)),
-        f"try:    curl -sI {base}/index.html | grep -i -e x-cache -e cache-status -e age",
+        f"try:    curl -sI {base}/robots.txt | grep -i -e x-cache -e cache-status  (twice: MISS, then HIT)",
     ]
     if tls_port:
         from edge.wiring.devcert import ensure_dev_cert
@@ -110,7 +125,7 @@ def run_demo(
         https = f"https://localhost:{tls_port}"
         lines += [
             f"https:  {https}/index.html  (HTTP/2; HTTP/3 on udp {tls_port}, advertised by Alt-Svc)",
-            f"chrome: chromium --origin-to-force-quic-on=localhost:{tls_port} "
+            f"chrome: chromium --user-data-dir=$(mktemp -d) --origin-to-force-quic-on=localhost:{tls_port} "
             f"--ignore-certificate-errors-spki-list={spki} {https}/index.html",
             f"curl:   curl --cacert {ensure_dev_cert().ca} -sI {https}/index.html",
         ]

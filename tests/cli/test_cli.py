@@ -52,6 +52,19 @@ def test_port_in_use_is_one_clear_line() -> None:
     assert_one_clean_line(proc, "cannot listen")
 
 
+def test_demo_with_its_origin_port_in_use_is_one_clear_line() -> None:
+    """Another server on the origin's port must not be cached in the sample origin's place."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = edge_cmd(
+            "demo", "--origin-listen", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{free_port()}",
+            "--admin-listen", "", "--tls-port", "0",
+        )  # fmt: skip
+    assert_one_clean_line(proc, "port is in use")
+
+
 def test_missing_upstream_is_one_clear_line() -> None:
     proc = edge_cmd("serve", "--listen", "127.0.0.1:0", env={"EDGE_UPSTREAM": ""})
     assert_one_clean_line(proc, "no upstream")
