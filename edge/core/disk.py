@@ -227,6 +227,14 @@ class DiskTier:
                         continue
                     if not self.owns(_primary(item.key)):
                         continue  # another worker's: it loads (and serves) it
+                    if dirent.name in known and any(covers(item) for _, covers in rules):
+                        # The snapshot may describe an older version that a purge covers while
+                        # the file was rewritten after it: judge the file's own head.
+                        item = self._load_one(dirent.path, dirent.name)
+                        if item is None:
+                            dropped += 1
+                            _unlink(Path(dirent.path))
+                            continue
                     hard = False
                     for soft, covers in rules:
                         if covers(item):

@@ -223,6 +223,34 @@ async def test_purges_cover_the_disk_and_survive_a_restart(node: Node) -> None:
     assert soft.header(b"if-none-match") == b'"v1"'
 
 
+async def test_a_record_cached_again_after_a_purge_survives_a_crash_with_an_older_snapshot(
+    node: Node,
+) -> None:
+    """A kill -9 leaves the snapshot of before the purge: it must not get the new record dropped."""
+    serve(node.origin, "/a")
+    edge = await node.start()
+    port = edge.port
+    await node.get("/a")
+    await node.drain()
+    await node.stop()
+    (snap,) = node.directory.glob("index-*.snap")
+    before_purge = snap.read_bytes()  # lists /a as stored before the purge below
+    edge = await node.start()
+    edge.core.purge("url", f"http://127.0.0.1:{port}/a")
+    await edge.core.flush_purges()
+    async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:
+        assert (await client.get("/a")).content == body_of("/a")  # fetched and stored again
+    await node.drain()
+    await node.stop()
+    snap.write_bytes(before_purge)  # what a kill -9 inside the snapshot interval leaves
+    edge = await node.start()
+    async with edge.client(headers={"Host": f"127.0.0.1:{port}"}) as client:
+        r = await client.get("/a")
+        assert r.status_code == 200 and r.content == body_of("/a") and "hit" in r.headers["cache-status"]
+    assert node.origin.count("/a") == 2
+    assert edge.core.stats()["disk_dropped_at_load"] == 0
+
+
 async def test_a_disk_only_object_is_purged_without_a_restart(node: Node) -> None:
     paths = [f"/o{i}" for i in range(8)]
     serve(node.origin, *paths)
