@@ -114,6 +114,8 @@ class Compressor:
         if encodings is None or coding in encodings or not self.memory.holds(entry):
             return
         self._compress(entry, coding)
+        if (id(entry), coding) not in self._compressing:
+            return  # skipped (backlog full) or done inline: the stand-in would stay for good
         if coding not in encodings and len(data) < len(entry.body):
             encodings[coding] = encoded_sibling(entry, coding, data, weak=True)
             self.memory.recharge(entry)

@@ -43,6 +43,11 @@ __all__ = ["Misses"]
 HEAD = b"HEAD"
 
 
+MAX_STREAM_ENCODERS = 64
+"""Misses encoded as they stream at once, per worker: a brotli or zstd encoder holds 0.5 to
+2 MiB and its CPU runs on the loop, so slow readers of new objects cannot pile them up."""
+
+
 class Misses:
     """Clients reading fills."""
 
@@ -59,6 +64,9 @@ class Misses:
         self.forwarder = forwarder
         self.stale_grace = stale_grace
         self.clock = clock
+        self.encoding = 0
+        """Readers encoding a miss as it streams now (each holds an encoder: bounded by
+        ``MAX_STREAM_ENCODERS``; past it a reader gets identity, as before compressed misses)."""
 
     async def serve(
         self,
@@ -150,7 +158,9 @@ class Misses:
             collapsed=collapsed,
         )
         fields = fill.headers
-        coding = respond.compressor.stream_coding(req) if fill.compressible and fill.status == 200 else None
+        coding = None
+        if fill.compressible and fill.status == 200 and self.encoding < MAX_STREAM_ENCODERS:
+            coding = respond.compressor.stream_coding(req)
         if coding is not None:
             fields = encoded_fields(fields, coding, weak=True)
         headers = [
@@ -163,28 +173,43 @@ class Misses:
         if respond.not_modified(req, sink, fill.status, fields, headers):
             return
         if coding is not None:
-            await self._stream_encoded(req, sink, fill, reader, headers, coding)
+            self.encoding += 1
+            try:
+                await self._stream_encoded(req, sink, fill, reader, headers, coding, collapsed)
+            finally:
+                self.encoding -= 1
             return
         await self._stream(req, sink, fill, reader, headers)
 
     async def _stream_encoded(
-        self, req: Request, sink: ResponseSink, fill: Fill, reader: Reader, headers: Headers, coding: bytes
+        self,
+        req: Request,
+        sink: ResponseSink,
+        fill: Fill,
+        reader: Reader,
+        headers: Headers,
+        coding: bytes,
+        collapsed: bool,
     ) -> None:
         """The fill's response encoded in ``coding`` as it arrives, each chunk flushed (an
-        event stream never waits for a block); the encoded body is offered to the stored
-        entry as its sibling until the configured level's is made."""
+        event stream never waits for a block); the leader's encoded body is offered to the
+        stored entry as its sibling until the configured level's is made (kept only while
+        the fill keeps its own body: past ``max_object_size`` nothing is kept)."""
         sink.start(fill.status, fill.reason, headers, None)
         if req.method == HEAD:
             fill.detach(reader)
             sink.end()
             return
         encoder = StreamEncoder(coding, STREAM_LEVELS[coding])
-        parts: list[bytes] | None = [] if fill.keep else None
+        parts: list[bytes] | None = [] if fill.keep and not collapsed else None
         try:
             async for chunk in fill.tail(reader):
                 data = encoder.encode(chunk)
                 if parts is not None:
-                    parts.append(data)
+                    if fill.keep:
+                        parts.append(data)
+                    else:
+                        parts = None  # the fill stopped keeping (too large): nothing is stored
                 await sink.write(data)
         except UpstreamError:
             sink.abort()

@@ -156,3 +156,62 @@ async def test_range_head_and_conditional_first_visits(origin: ScriptedOrigin, e
         other, raw = await fetch(client, "/app.js?c2", **{"Accept-Encoding": "br", "If-None-Match": '"js1"'})
         assert other.status_code == 200 and other.headers["content-encoding"] == "br"
         assert hashlib.sha256(decompress(b"br", raw)).hexdigest() == SHA
+
+
+async def test_an_encoded_miss_past_max_object_size_holds_no_copy_of_what_it_sent(
+    origin: ScriptedOrigin,
+) -> None:
+    """A compressible response of unknown length that outgrows max_object_size is relayed
+    encoded, but nothing of it is kept: not the fill's chunks, not the encoded output."""
+    import tracemalloc
+
+    from tests.support.nodes import start_edge
+
+    chunk = b" ".join(rng.choice(WORDS) + b"%d" % rng.randint(0, 99) for _ in range(30000))  # ~150 KiB
+    rounds = 100  # ~15 MiB in all, against a 1 MiB max_object_size
+
+    async def endless(seen: Seen, conn: OriginConnection) -> None:
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=60\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        for _ in range(rounds):
+            conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await asyncio.sleep(0)
+        conn.write(b"0\r\n\r\n")
+
+    origin.routes["/log.txt"] = endless
+    edge = await start_edge(origin.url, None, max_object_size="1MiB")
+    expected = hashlib.sha256(chunk * rounds).hexdigest()
+    got = hashlib.sha256()
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    tracemalloc.start()
+    try:
+        async with (
+            edge.client() as client,
+            client.stream("GET", "/log.txt", headers={"Accept-Encoding": "gzip"}) as resp,
+        ):
+            assert resp.headers["content-encoding"] == "gzip"
+            async for piece in resp.aiter_raw():  # never held whole on this side
+                got.update(inflate.decompress(piece))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        edge.server.close()
+        await edge.core.aclose()
+    got.update(inflate.flush())
+    assert got.hexdigest() == expected
+    # About 4 MiB went out encoded: an edge keeping each encoded chunk (or the fill's
+    # chunks) would peak above that; its bounded buffers stay well under.
+    assert peak < 3 * 1024 * 1024, peak
+
+
+async def test_past_the_encoder_bound_a_first_visit_is_identity(
+    origin: ScriptedOrigin, edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.core import misses
+
+    monkeypatch.setattr(misses, "MAX_STREAM_ENCODERS", 0)
+    origin.routes["/app.js"] = fixed(200, BIG_JS, JS)
+    async with edge.client() as client:
+        miss, raw = await fetch(client, "/app.js", **{"Accept-Encoding": "br"})
+    assert miss.headers["x-cache"] == "MISS" and "content-encoding" not in miss.headers
+    assert raw == BIG_JS
