@@ -5,7 +5,9 @@ answers a 1 KiB hit level with nginx's proxy_cache (docs/architecture.md,
 "Measurements"). It answers fresh hits inside the parser callback with one
 ``transport.write`` of a head prepared once per entry and second
 (:class:`edge.fronts.hit.WireHitHead`), and hands everything else to
-:meth:`EdgeCore.serve` through :class:`H1Sink`.
+:meth:`EdgeCore.serve` through :class:`H1Sink`. A read that repeats the exact bytes of
+an earlier request with a fast hit is answered without parsing (:class:`Replay`), after
+:meth:`EdgeCore.replay` has re-checked the hit against the store.
 
 Guarantees:
 - responses leave in request order, also when pipelined requests mix hits and misses;
@@ -13,7 +15,8 @@ Guarantees:
   the bytes arrive, by the limits and refusals of :mod:`edge.fronts.request`, whose
   ``finish`` builds every request; a malformed request gets 400 with a reason, and every
   refusal a closed connection;
-- a body that cannot be completed closes the connection (never a clean short message).
+- a body that cannot be completed closes the connection (never a clean short message);
+- a replayed request gets exactly what the parse and ``fresh_hit`` would give it now.
 """
 
 from __future__ import annotations
