@@ -46,6 +46,7 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 
+from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
@@ -647,11 +648,14 @@ class H2Protocol(asyncio.Protocol):
         stream.wake()
 
     # -- answering ---------------------------------------------------------------
-    def try_hit(self, stream_id: int, stream: _Stream, req: Request) -> bool:
+    def fresh_hit(self, req: Request) -> tuple[Entry, _H2HitHead] | None:
+        """The fresh hit for ``req`` and its memoised head (Age and Cache-Status of this
+        second), counted and logged; None when the core's full path must answer. Shared
+        by both engines, which differ only in how they frame it."""
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is None:
-            return False
+            return None
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: _H2HitHead | None = entry.wire.get("h2")
         if memo is None:
@@ -661,10 +665,17 @@ class H2Protocol(asyncio.Protocol):
         if memo.age != age:
             # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
             memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
-        body = entry.body
         memo.hits += 1  # the request counters (edge.core.observe)
         if self.tally.access is not None:
             self.tally.logged_hit(req, memo)
+        return entry, memo
+
+    def try_hit(self, stream_id: int, stream: _Stream, req: Request) -> bool:
+        found = self.fresh_hit(req)
+        if found is None:
+            return False
+        entry, memo = found
+        body = entry.body
         end = req.method == b"HEAD" or not body
         conn = self.conn
         block = memo.block

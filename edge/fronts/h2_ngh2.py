@@ -28,9 +28,8 @@ import struct
 import ngh2
 
 from edge.fronts import h2 as h2_front
-from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _h2_fields, _H2HitHead, _Stream
+from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _Stream
 from edge.fronts.h2_limits import MAX_CONTINUATIONS, MAX_CREDIT
-from edge.fronts.hit import remember
 from edge.fronts.request import Refusal, body_too_large
 from edge.fronts.stream_tunnel import connect_protocol
 from edge.http.fields import Headers
@@ -324,23 +323,11 @@ class NgH2Protocol(H2Protocol):
 
     # -- answering ---------------------------------------------------------------
     def try_hit(self, stream_id: int, stream: _Stream, req: Request) -> bool:
-        now = self.clock()
-        entry = self.core.fresh_hit(req, now)
-        if entry is None:
+        found = self.fresh_hit(req)
+        if found is None:
             return False
-        age = int(entry.corrected_initial_age + (now - entry.response_time))
-        memo: _H2HitHead | None = entry.wire.get("h2")
-        if memo is None:
-            memo = remember(
-                entry, "h2", _H2HitHead(entry, _h2_fields(entry.headers), self.hit_fields, tally=self.tally)
-            )
-        if memo.age != age:
-            # Age and the ttl in Cache-Status change once a second: rebuild then, not per hit.
-            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
+        entry, memo = found
         body = entry.body
-        memo.hits += 1  # the request counters (edge.core.observe)
-        if self.tally.access is not None:
-            self.tally.logged_hit(req, memo)
         end = req.method == b"HEAD" or not body
         self.conn.send_response(stream_id, memo.head, end_stream=end)
         if end:
