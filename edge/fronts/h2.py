@@ -656,6 +656,10 @@ class H2Protocol(asyncio.Protocol):
         entry = self.core.fresh_hit(req, now)
         if entry is None:
             return None
+        return entry, self.hit_head(entry, req, now)
+
+    def hit_head(self, entry: Entry, req: Request, now: float) -> _H2HitHead:
+        """``entry``'s memoised hit head for this second, the hit counted and logged."""
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: _H2HitHead | None = entry.wire.get("h2")
         if memo is None:
@@ -668,7 +672,7 @@ class H2Protocol(asyncio.Protocol):
         memo.hits += 1  # the request counters (edge.core.observe)
         if self.tally.access is not None:
             self.tally.logged_hit(req, memo)
-        return entry, memo
+        return memo
 
     def try_hit(self, stream_id: int, stream: _Stream, req: Request) -> bool:
         found = self.fresh_hit(req)

@@ -9,11 +9,17 @@ everything else is shared: the frame meter runs on the bytes before ngh2 sees th
 flood budget holds as with h2), requests go through the same checks and refusals, hits are
 answered inside ``data_received`` and the rest goes to the core through the same sink.
 
+A fast hit whose request field block was seen before with the same hit is answered by
+that block, without the checks and the request rules (:meth:`NgH2Protocol.on_request`, the
+HTTP/1.1 front's ``Replay`` by block instead of bytes).
+
 What differs, because nghttp2 owns flow control and framing:
-- response bodies are handed to nghttp2, which frames DATA as the windows allow. At most
-  ``FEED`` bytes of a stream wait inside nghttp2; the rest stays in the stream's ``pending``
-  (so a writer waits, as with h2) and is handed over when nghttp2 has sent what it held
-  (:meth:`NgH2Protocol.flush` tops streams up after each write);
+- response bodies are handed to nghttp2, which frames DATA as the windows allow. A cached
+  hit's body goes whole (nghttp2 keeps a reference); of a streamed response at most
+  ``FEED`` bytes wait inside nghttp2, the rest stays in the stream's ``pending`` (so a
+  writer waits, as with h2) and is handed over when nghttp2 has sent what it held
+  (:meth:`NgH2Protocol.flush` tops streams up after each write). Output is written
+  ``OUT_PIECE`` bytes at a time, at most ``WRITE_BUDGET`` per connection per loop turn;
 - nghttp2 answers PING and SETTINGS itself; request body bytes are credited back
   (WINDOW_UPDATE) as they are taken, as with h2;
 - a frame nghttp2 refuses queues its GOAWAY: the connection closes once that is written.
@@ -21,14 +27,19 @@ What differs, because nghttp2 owns flow control and framing:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import struct
+from typing import Any
 
 import ngh2
 
+from edge.cache.entry import Entry
+from edge.core.node import ROUTE_MAX_CHARGE
 from edge.fronts import h2 as h2_front
-from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _Stream
+from edge.fronts.h1 import NOT_REPLAYED, REPLAY_MAX_BYTES, REPLAY_TABLE_SIZE, SEEN_ONCE, Replay
+from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _H2HitHead, _Stream
 from edge.fronts.h2_limits import MAX_CONTINUATIONS, MAX_CREDIT
 from edge.fronts.request import Refusal, body_too_large
 from edge.fronts.stream_tunnel import connect_protocol
@@ -41,11 +52,20 @@ __all__ = ["NgH2Protocol"]
 log = logging.getLogger("edge.fronts.h2")
 
 FEED = 16384
-"""Bytes of a stream's response that may wait inside nghttp2 (the rest waits in ``pending``):
-one DATA frame's worth. Measured at 256 KiB hits (edge CPU per request, h2load -c8 -m8):
-8 KiB 276-279 us, 16 KiB 275-338, 32 KiB 317-334, 64 KiB 354-366, 128 KiB 373-419, 512 KiB
-553-628: smaller writes per round keep the output buffers in cache (and within the socket's
-room), the loop in ``flush`` tops streams up round after round."""
+"""Bytes of a streamed response (a miss, a pass) that may wait inside nghttp2; the rest
+waits in the stream's ``pending``, so the writer waits as with h2 (one DATA frame's worth).
+A cached hit's body is handed over whole instead (:meth:`NgH2Protocol.send_hit`): ngh2
+keeps a reference, not a copy, and the object is in memory anyway."""
+OUT_PIECE = 65536
+"""Most bytes taken from nghttp2 per transport write (``data_to_send(OUT_PIECE)``). Taking
+all it has framed at once (megabytes, with the large windows load tools open) cost 20-30 %
+more CPU per 256 KiB hit: the output and its encryption fall out of the CPU caches. 16 KiB
+pieces cost more calls; 32-96 KiB measured alike (h2load -c8 -m8, 256 KiB: 209-249 us of
+server CPU per request, against 259-277 us handing nghttp2 16 KiB per stream and round)."""
+WRITE_BUDGET = 256 * 1024
+"""Most bytes one connection writes per event-loop turn; the rest goes from the next turn,
+so a connection with wide-open windows and a large hit cannot hold the loop (as the
+HTTP/1.1 front writes 256 KiB pieces)."""
 _FRAME = 16384
 """nghttp2's DATA frame payload: the meter's credit counts frames of this size."""
 
@@ -88,7 +108,15 @@ class NgH2Protocol(H2Protocol):
         self.last_stream = 0
         """The last stream the client opened (for a GOAWAY framed here)."""
         self.hungry: dict[int, _Stream] = {}
+        self.more_soon = False
+        """A flush is scheduled for the next loop turn (the last one spent its budget)."""
         """Streams with bytes in ``pending`` that nghttp2 could not take yet."""
+        self.replays: dict[Any, Replay] | None = None
+        """Fast hits by request field block (see :meth:`on_request`), shared by the node's
+        HTTP/2 connections; None with a rate limit (its verdict is not the block's)."""
+        if self.rules.rate is None:
+            # The core owns the tables (EdgeCore.replay_tables): a purge empties them.
+            self.replays = self.core.replay_tables.setdefault("h2", {})
         self.conn = ngh2.Connection(
             ngh2.Role.SERVER,
             ngh2.Configuration(
@@ -133,14 +161,26 @@ class NgH2Protocol(H2Protocol):
 
     # -- output ------------------------------------------------------------------
     def flush(self) -> None:
-        """Write what nghttp2 has framed; top up streams waiting for room inside it, and
-        close once nghttp2 has nothing more to say (after a GOAWAY it queued)."""
+        """Write what nghttp2 frames, ``OUT_PIECE`` bytes at a time, at most
+        ``WRITE_BUDGET`` per call (the rest from the next loop turn, so one connection cannot
+        hold the loop); top up streams waiting for room inside nghttp2, and close once
+        nghttp2 has nothing more to say (after a GOAWAY it queued)."""
         conn = self.conn
         hungry = self.hungry
+        transport = self.transport
+        budget = WRITE_BUDGET
         while True:
-            data = conn.data_to_send()
-            if data and self.transport is not None and not self.closing:
-                self.transport.write(data)
+            data = conn.data_to_send(OUT_PIECE)
+            if data:
+                if transport is not None and not self.closing:
+                    transport.write(data)
+                budget -= len(data)
+                if budget > 0 and not self.write_paused:
+                    continue
+                if not self.write_paused and not self.more_soon:
+                    self.more_soon = True
+                    asyncio.get_running_loop().call_soon(self.flush_more)
+                break
             if not hungry or self.write_paused or self.closing:
                 break
             fed = self.sent_frames
@@ -152,10 +192,15 @@ class NgH2Protocol(H2Protocol):
             if self.sent_frames == fed:
                 break
         done = not (conn.want_read or conn.want_write or self.ending or self.closing)
-        if done and self.transport is not None:
+        if done and transport is not None:
             self.closing = True
-            self.transport.close()
+            transport.close()
             self.abort_later()
+
+    def flush_more(self) -> None:
+        self.more_soon = False
+        if not self.closing:
+            self.flush()
 
     def pump(self, stream_id: int, stream: _Stream) -> None:
         """Hand nghttp2 what it has room for of the stream's pending bytes (END_STREAM with
@@ -268,15 +313,36 @@ class NgH2Protocol(H2Protocol):
         self.flush()
 
     def on_request(self, event: ngh2.RequestReceived) -> None:  # type: ignore[override]
+        """A request's field block: answered again by the block when it is one seen with a
+        fast hit before (as the HTTP/1.1 front does by bytes, ``edge.fronts.h1.Replay``),
+        else checked, parsed and answered (a fast hit, or the core's full path).
+
+        nghttp2 hands over the decoded fields as a tuple of byte pairs: a dict key as it
+        comes. Everything the checks and the request rules decide is a function of that
+        block and of whether it ends the stream, but the per-address rate limit (with one,
+        no table) and a trusted proxy's ``X-Forwarded-Proto`` (never kept)."""
         stream_id = event.stream_id
         self.last_stream = stream_id
         pairs: Headers = event.headers  # type: ignore[assignment]  # tuples of bytes
+        replays = self.replays
+        wanted = 0
+        if replays is not None and event.end_stream:
+            replay = replays.get(pairs)
+            if replay is None:
+                wanted = 1  # first seen: marked SEEN_ONCE if it gets a fast hit
+            elif replay is SEEN_ONCE:
+                wanted = 2  # its fast hit is kept this time
+            elif replay is not NOT_REPLAYED:
+                if self.replay(stream_id, replay):
+                    return
+                replays.pop(pairs, None)  # the route no longer holds
+                wanted = 1
         stream = _Stream()
         self.streams[stream_id] = stream
-        pairs = _join_cookies(pairs)
-        method, path, authority, headers = split_pseudo(pairs)
-        malformed = malformed_request(pairs)
-        if method == b"CONNECT" and malformed is None and (protocol := connect_protocol(pairs)) is not None:
+        joined = _join_cookies(pairs)
+        method, path, authority, headers = split_pseudo(joined)
+        malformed = malformed_request(joined)
+        if method == b"CONNECT" and malformed is None and (protocol := connect_protocol(joined)) is not None:
             self.open_tunnel(stream_id, stream, protocol, path, authority, headers, event.end_stream)
             return
         try:
@@ -287,8 +353,55 @@ class NgH2Protocol(H2Protocol):
             self.refuse(stream_id, stream, refusal, method, path, authority or dict(headers).get(b"host"))
             return
         stream.req = req
-        if event.end_stream and not self.try_hit(stream_id, stream, req):
+        if not event.end_stream:
+            return  # the body follows: on_stream_ended
+        found = self.fresh_hit(req)
+        if found is None:
             self.start(stream_id, stream, req)
+            return
+        entry, memo = found
+        if wanted:
+            self.offer(pairs, wanted, req, entry)
+        self.send_hit(stream_id, stream, entry, memo, req.method == b"HEAD")
+
+    def offer(self, pairs: Headers, wanted: int, req: Request, entry: Entry) -> None:
+        """Remember ``pairs``, a request that just got the fast hit ``entry``: marked the
+        first time, its route the second (so hits that never repeat cost a dict insert)."""
+        replays = self.replays
+        assert replays is not None
+        fields = req.fields
+        if wanted == 1:
+            if sum(len(name) + len(value) for name, value in pairs) > REPLAY_MAX_BYTES:
+                return
+            if len(replays) >= REPLAY_TABLE_SIZE:
+                replays.clear()
+        if b"x-forwarded-proto" in fields or b"content-length" in fields or b"expect" in fields:
+            mark: Replay = NOT_REPLAYED  # the scheme may depend on who sent it; a body was announced
+        elif len(entry.body) > ROUTE_MAX_CHARGE:
+            mark = NOT_REPLAYED  # a route holds its object: only small ones (HitRoute)
+        elif wanted == 1:
+            mark = SEEN_ONCE
+        else:
+            route = self.core.hit_route(req, entry)
+            if route is None:
+                return  # a compressed sibling is still being made: not final yet
+            mark = Replay(route, req, True)
+        replays[pairs] = mark
+
+    def replay(self, stream_id: int, replay: Replay) -> bool:
+        """Answer a request by its field block; False when its route no longer holds."""
+        now = self.clock()
+        entry = self.core.replay(replay.route, now)
+        if entry is None:
+            return False
+        req = replay.req
+        if self.tally.access is not None and req.client != self.client:
+            req = Request(
+                req.method, req.target, req.headers, req.fields, req.scheme, req.host, self.client,
+                req.http_version,
+            )  # fmt: skip
+        self.send_hit(stream_id, None, entry, self.hit_head(entry, req, now), req.method == b"HEAD")
+        return True
 
     def on_ng_data(self, stream_id: int, data: bytes, ended: bool) -> None:
         stream = self.streams.get(stream_id)
@@ -327,17 +440,30 @@ class NgH2Protocol(H2Protocol):
         if found is None:
             return False
         entry, memo = found
-        body = entry.body
-        end = req.method == b"HEAD" or not body
-        self.conn.send_response(stream_id, memo.head, end_stream=end)
-        if end:
-            memo.heads += 1
-            self.streams.pop(stream_id, None)
-            return True
-        stream.pending.append(memoryview(body))
-        stream.end = True
-        self.pump(stream_id, stream)
-        if not stream.ended:
-            stream.req = None  # waiting for room; mark as answered for on_ng_data/on_stream_ended
-            stream.body.clear()
+        self.send_hit(stream_id, stream, entry, memo, req.method == b"HEAD")
         return True
+
+    def send_hit(
+        self, stream_id: int, stream: _Stream | None, entry: Entry, memo: _H2HitHead, head_only: bool
+    ) -> None:
+        """Frame a fresh hit on ``stream_id``. The body is handed to nghttp2 whole: ngh2
+        keeps a reference to the stored bytes (no copy) and frames them as the windows
+        allow, ``flush`` takes the output a piece at a time; the stream leaves the front's
+        table at once (a reset or a close drops what nghttp2 still holds of it)."""
+        body = entry.body
+        conn = self.conn
+        if stream is not None:
+            self.streams.pop(stream_id, None)
+        if head_only or not body:
+            conn.send_response(stream_id, memo.head, end_stream=True)
+            memo.heads += 1
+            return
+        conn.send_response(stream_id, memo.head, end_stream=False)
+        conn.send_data(stream_id, body, end_stream=True)
+        size = len(body)
+        self.fed += size
+        self.sent_frames += 1
+        meter = self.meter  # two WINDOW_UPDATEs a client may answer each DATA frame with
+        meter.credit = min(MAX_CREDIT, meter.credit + 2 * (size // _FRAME + 1))
+        if self.stall_timer is None:
+            self.watch_stall(self.fed - conn.queued_body_size())
