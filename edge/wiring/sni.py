@@ -199,6 +199,9 @@ class TlsCertificates:
                 log.exception("choosing a certificate by SNI failed")
             return SSL_TLSEXT_ERR_OK
 
-        self._callback = _SERVERNAME_CB(servername)  # kept: OpenSSL holds only its address
+        self._callback = _SERVERNAME_CB(servername)
+        # OpenSSL holds only the callback's address: it must live as long as the context the
+        # listener serves with, whoever else keeps this object.
+        self.context._edge_certificates = self  # type: ignore[attr-defined]
         lib.callback_ctrl(pointer, SSL_CTRL_SET_TLSEXT_SERVERNAME_CB, self._callback)
         return True
