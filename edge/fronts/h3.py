@@ -37,8 +37,8 @@ from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts import qh3_io, quic_guard
-from edge.fronts.quic_sni import QuicCertificates, choose_by_sni
 from edge.fronts.hit import FieldHitHead, lower_fields, remember
+from edge.fronts.quic_sni import QuicCertificates, choose_by_sni
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.fronts.stream_tunnel import StreamTunnel, connect_protocol, tunnel_request
 from edge.http.fields import Headers
@@ -517,7 +517,11 @@ class H3TunnelSink(H3Sink):
 
 
 def protocol_class(
-    backend: QuicBackend, core: EdgeCore, config: Config, stats: QuicStats, certs: QuicCertificates | None = None
+    backend: QuicBackend,
+    core: EdgeCore,
+    config: Config,
+    stats: QuicStats,
+    certs: QuicCertificates | None = None,
 ) -> Any:
     """A QuicConnectionProtocol subclass of ``backend`` that hands events to an :class:`H3Session`;
     with several ``certs``, each connection's certificate is chosen by SNI (``quic_sni``)."""

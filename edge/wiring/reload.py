@@ -66,7 +66,8 @@ def install_certificates(tls: TlsCertificates | None, quic: Any, certs: list[Cer
     if tls is not None:
         tls.install([c.pair() for c in certs])
     if quic is not None:
-        quic.load_certificates(NameTable([c.names for c in certs]), [(str(c.cert), str(c.key)) for c in certs])
+        pairs = [(str(c.cert), str(c.key)) for c in certs]
+        quic.load_certificates(NameTable([c.names for c in certs]), pairs)
 
 
 @dataclass

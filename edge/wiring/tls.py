@@ -23,7 +23,14 @@ from edge.fronts.asgi import EdgeASGI
 from edge.wiring.devcert import ensure_dev_cert, spki_hash
 from edge.wiring.sni import Pair, cert_names
 
-__all__ = ["Certificate", "bind_many", "check_loads", "resolve_certificate", "resolve_certificates", "serve_tls"]
+__all__ = [
+    "Certificate",
+    "bind_many",
+    "check_loads",
+    "resolve_certificate",
+    "resolve_certificates",
+    "serve_tls",
+]
 
 
 @dataclass(frozen=True)
@@ -61,18 +68,20 @@ def resolve_certificates(config: Config) -> list[Certificate]:
     certificate when asked for, else one ACME certificate per ``acme_domain`` group (a
     temporary one for a group until its first is issued), else none."""
     if config.cert:
-        return [_from_files(Path(c), Path(k)) for c, k in zip(path_list(config.cert), path_list(config.key))]
+        pairs = zip(path_list(config.cert), path_list(config.key), strict=True)  # validate() counted them
+        return [_from_files(Path(c), Path(k)) for c, k in pairs]
     if config.dev_cert:
         dev = ensure_dev_cert()
-        return [Certificate(dev.cert, dev.key, dev.spki, dev=True, ca=dev.ca, names=cert_names(dev.cert.read_bytes()))]
+        names = cert_names(dev.cert.read_bytes())
+        return [Certificate(dev.cert, dev.key, dev.spki, dev=True, ca=dev.ca, names=names)]
     if config.acme_domain:
         from edge.wiring.acme import current_certificates
 
         found = []
-        for chain, private, temporary, names in current_certificates(config):
+        for chain, private, temporary, group in current_certificates(config):
             pem = chain.read_bytes()
             # The temporary certificate stands in for the group's names until its own is issued.
-            found.append(Certificate(chain, private, spki_hash(pem), dev=temporary, names=frozenset(names)))
+            found.append(Certificate(chain, private, spki_hash(pem), dev=temporary, names=frozenset(group)))
         return found
     return []
 

@@ -39,7 +39,11 @@ class TestCA:
     def issue(self, stem: str, names: list[str], kind: str = "ec") -> Leaf:
         """``stem``.pem / ``stem``.key for DNS ``names`` (an RSA key with ``kind="rsa"``)."""
         key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-        key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
+        key = (
+            rsa.generate_private_key(65537, 2048)
+            if kind == "rsa"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
@@ -69,7 +73,10 @@ def served_serial(port: int, name: str | None, host: str = "127.0.0.1") -> int:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=name) as tls:
+    with (
+        socket.create_connection((host, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=name) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number

@@ -39,7 +39,9 @@ def _certs(ca: TestCA) -> dict[str, Leaf]:
 
 def _files(leaves: dict[str, Leaf]) -> tuple[str, str]:
     """The ``cert`` and ``key`` settings: comma lists, as ``--cert``/``--key`` repeated give."""
-    return ",".join(str(leaf.cert) for leaf in leaves.values()), ",".join(str(leaf.key) for leaf in leaves.values())
+    return ",".join(str(leaf.cert) for leaf in leaves.values()), ",".join(
+        str(leaf.key) for leaf in leaves.values()
+    )
 
 
 EXPECTED = [  # (SNI name, certificate): exact, wildcard (one label), exact over wildcard
@@ -75,12 +77,14 @@ async def test_each_name_gets_its_certificate_on_h2_h1_and_h3(
                     assert resp.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
         for name, which in EXPECTED:
             assert await asyncio.to_thread(served_serial, node.port, name) == leaves[which].serial, name
-        for name in UNCOVERED:
-            assert await asyncio.to_thread(served_serial, node.port, name) == leaves["a"].serial, name
+        for uncovered in UNCOVERED:
+            assert await asyncio.to_thread(served_serial, node.port, uncovered) == leaves["a"].serial, (
+                uncovered
+            )
         for name, which in EXPECTED:
             async with h3_client("127.0.0.1", node.port, str(ca.pem), name.lower()) as h3:
-                resp = await h3.request("/app.js", authority=name.lower())
-                assert resp.status == 200 and bytes(resp.body) == BODY
+                got = await h3.request("/app.js", authority=name.lower())
+                assert got.status == 200 and bytes(got.body) == BODY
                 assert h3.peer_serial() == leaves[which].serial, name
         for name in ("nope.test", "c.test"):
             async with h3_client("127.0.0.1", node.port, None, name) as h3:
@@ -108,7 +112,9 @@ def test_sighup_swaps_one_of_several_certificates_for_new_connections(site: int,
         wait_port(tls, node.proc)
         assert served_serial(tls, "b.test") == b_old.serial
         trust = ssl.create_default_context(cafile=str(ca.pem))
-        kept = trust.wrap_socket(socket.create_connection(("127.0.0.1", tls), timeout=5), server_hostname="b.test")
+        kept = trust.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls), timeout=5), server_hostname="b.test"
+        )
 
         shutil.copy(b_new.cert, live / "b.pem")  # certbot renews b.test in place
         shutil.copy(b_new.key, live / "b.key")
