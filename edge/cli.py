@@ -24,6 +24,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if f.metadata["kind"] == "bool":
             # ``--dev-cert`` alone means true; ``--dev-cert false`` also works.
             parser.add_argument(flag, dest=f.name, default=None, nargs="?", const="true", help=help_text)
+        elif f.metadata.get("repeat"):
+            parser.add_argument(flag, dest=f.name, default=None, action="append", help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text)
 

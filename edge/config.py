@@ -139,8 +139,10 @@ RELOADABLE = frozenset(
 changed setting is reported and waits for a restart."""
 
 
-def _opt(default: Any, help: str, kind: str = "str") -> Any:
-    return field(default=default, metadata={"help": help, "kind": kind})
+def _opt(default: Any, help: str, kind: str = "str", repeat: str = "") -> Any:
+    """``repeat``: the flag may be given several times (and the TOML value be a list); the
+    values are joined with this separator into the one string the setting holds."""
+    return field(default=default, metadata={"help": help, "kind": kind, "repeat": repeat})
 
 
 @dataclass
@@ -265,22 +267,31 @@ class Config:
     tls_listen: str = _opt(
         "127.0.0.1:8443",
         "HOST:PORT[,HOST:PORT...] of HTTPS over TCP (HTTP/2, HTTP/1.1); empty disables it; "
-        "runs only with --cert/--key or --dev-cert",
+        "runs only with --cert/--key, --dev-cert or --acme-domain",
     )
     quic_listen: str = _opt(
         "auto",
         "HOST:PORT[,HOST:PORT...] of HTTP/3 over UDP; auto: the tls_listen addresses (browsers look "
         "for HTTP/3 where HTTPS is); empty disables it; runs only with a certificate",
     )
-    cert: str = _opt("", "PEM certificate chain for TLS and QUIC (leaf first), with --key")
-    key: str = _opt("", "PEM private key of --cert")
+    cert: str = _opt(
+        "",
+        "PEM certificate chain for TLS and QUIC (leaf first), with --key; repeat the pair (or give "
+        "comma lists of equal length) for several certificates, each served to the names of its "
+        "subjectAltName (exact or *. wildcard), the first one to any other name",
+        repeat=",",
+    )
+    key: str = _opt("", "PEM private key of --cert (one per --cert, in the same order)", repeat=",")
     dev_cert: bool = _opt(
         False, "create/use a local dev CA and a localhost certificate in the per-user state dir", "bool"
     )
     acme_domain: str = _opt(
         "",
-        "obtain and renew the HTTPS certificate from an ACME CA (RFC 8555, HTTP-01 on the cleartext "
-        "listener) for these names, comma-separated, one certificate for all; instead of --cert/--key",
+        "obtain and renew HTTPS certificates from an ACME CA (RFC 8555, HTTP-01 on the cleartext "
+        "listener) instead of --cert/--key: one certificate per flag for its comma-separated names "
+        "(--acme-domain a.com,www.a.com --acme-domain b.com; in one value, groups apart by ';'), each "
+        "renewed on its own, chosen by the name the client asks for (SNI; the first group for others)",
+        repeat=";",
     )
     acme_email: str = _opt("", "contact address of the ACME account (expiry notices); empty: none")
     acme_directory: str = _opt(
@@ -376,7 +387,14 @@ class Config:
             raise ConfigError(f"h2_engine must be ngh2 or h2, got {self.h2_engine!r}")
         if bool(self.cert) != bool(self.key):
             raise ConfigError("cert and key go together: pass both --cert and --key")
-        acme_domains(self.acme_domain)
+        if len(path_list(self.cert)) != len(path_list(self.key)):
+            raise ConfigError(
+                f"cert and key go in pairs: {len(path_list(self.cert))} --cert for "
+                f"{len(path_list(self.key))} --key"
+            )
+        if len(path_list(self.cert)) > 1 and self.tls_front != "own":
+            raise ConfigError("several certificates need tls_front = own (Hypercorn serves one)")
+        acme_groups(self.acme_domain)
         if self.acme_domain:
             if self.cert or self.dev_cert:
                 raise ConfigError("acme_domain obtains the certificate: leave out --cert/--key, --dev-cert")
@@ -462,6 +480,29 @@ def acme_domains(value: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def acme_groups(value: str) -> list[tuple[str, ...]]:
+    """``"a.com,www.a.com;b.com"`` → [("a.com", "www.a.com"), ("b.com",)]: one ACME certificate
+    per ``;``-separated group (``--acme-domain`` given several times), in order (the first is the
+    default one); a name may belong to one group only."""
+    groups: list[tuple[str, ...]] = []
+    seen: set[str] = set()
+    for part in value.split(";"):
+        names = acme_domains(part)
+        if not names:
+            continue
+        for name in names:
+            if name in seen:
+                raise ConfigError(f"acme_domain: {name} is in two groups (one certificate per name)")
+            seen.add(name)
+        groups.append(names)
+    return groups
+
+
+def path_list(value: str) -> list[str]:
+    """``"a.pem,b.pem"`` → ["a.pem", "b.pem"] (``--cert``/``--key`` given several times)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def parse_listen_list(value: str) -> list[tuple[str, int]]:
     """``"127.0.0.1:8443,[::1]:8443"`` → [(host, port), ...]; empty → [] (listener off)."""
     return [parse_listen(part.strip()) for part in value.split(",") if part.strip()]
@@ -487,6 +528,8 @@ def settings() -> list[dataclasses.Field[Any]]:
 
 def coerce(f: dataclasses.Field[Any], value: Any) -> Any:
     kind = f.metadata["kind"]
+    if isinstance(value, list) and f.metadata.get("repeat"):  # a repeated flag, a TOML array
+        value = f.metadata["repeat"].join(str(item) for item in value)
     try:
         if kind == "size":
             return parse_size(value)

@@ -38,6 +38,7 @@ from edge.core import EdgeCore
 from edge.core.sink import serve_guarded
 from edge.fronts import qh3_io, quic_guard
 from edge.fronts.hit import FieldHitHead, lower_fields, remember
+from edge.fronts.quic_sni import QuicCertificates, choose_by_sni
 from edge.fronts.request import Refusal, RequestRules, body_too_large
 from edge.fronts.stream_tunnel import StreamTunnel, connect_protocol, tunnel_request
 from edge.http.fields import Headers
@@ -515,8 +516,15 @@ class H3TunnelSink(H3Sink):
             self.session.transmit_soon()
 
 
-def protocol_class(backend: QuicBackend, core: EdgeCore, config: Config, stats: QuicStats) -> Any:
-    """A QuicConnectionProtocol subclass of ``backend`` that hands events to an :class:`H3Session`."""
+def protocol_class(
+    backend: QuicBackend,
+    core: EdgeCore,
+    config: Config,
+    stats: QuicStats,
+    certs: QuicCertificates | None = None,
+) -> Any:
+    """A QuicConnectionProtocol subclass of ``backend`` that hands events to an :class:`H3Session`;
+    with several ``certs``, each connection's certificate is chosen by SNI (``quic_sni``)."""
     base = backend.QuicConnectionProtocol
     max_streams = config.quic_max_streams
     edge_connection = qh3_io.connection_class() if backend.name == "qh3" else None
@@ -526,6 +534,8 @@ def protocol_class(backend: QuicBackend, core: EdgeCore, config: Config, stats: 
             super().__init__(*args, **kwargs)
             if edge_connection is not None and type(self._quic) is edge_connection.__base__:
                 self._quic.__class__ = edge_connection  # before its first datagram (Chromium)
+            if certs is not None and certs.wanted():
+                choose_by_sni(self._quic, certs)
             limit = getattr(self._quic, "_local_max_streams_bidi", None)
             if limit is not None:  # aioquic: the library's own default is 128
                 limit.value = limit.sent = max_streams
@@ -559,6 +569,8 @@ class QuicListener:
     stats: QuicStats
     configuration: Any = None
     """The QuicConfiguration every new connection starts from (certificate reload)."""
+    certs: QuicCertificates | None = None
+    """The certificates past the default one, chosen by SNI."""
 
     def stop_accepting(self) -> None:
         """A graceful shutdown: no new connection from now on; open ones are served on."""
@@ -569,19 +581,40 @@ class QuicListener:
         """Use ``cert``/``key`` for connections from now on (open ones keep theirs)."""
         self.configuration.load_cert_chain(cert, key)
 
+    def load_certificates(self, table: Any, pairs: list[tuple[str, str]]) -> None:
+        """Serve ``pairs`` (cert, key) to connections from now on, the first by default and
+        each other to the names ``table`` gives it (``index(server_name)``); all load or
+        nothing changes."""
+        assert self.certs is not None
+        backend = load_backend(self.certs.backend)
+        probe = backend.QuicConfiguration(is_client=False)
+        probe.load_cert_chain(*pairs[0])  # the default loads before anything is replaced
+        self.certs.set(backend.QuicConfiguration, table, pairs)
+        self.configuration.load_cert_chain(*pairs[0])
+
     def close(self) -> None:
         for server in self.servers:
             server.close()
 
 
 async def start_quic(
-    core: EdgeCore, config: Config, cert: str, key: str, socks: list[socket.socket]
+    core: EdgeCore,
+    config: Config,
+    cert: str,
+    key: str,
+    socks: list[socket.socket],
+    table: Any = None,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> QuicListener:
-    """Serve HTTP/3 on each bound UDP socket."""
+    """Serve HTTP/3 on each bound UDP socket with ``cert``/``key``; with ``pairs`` (cert, key:
+    the first is ``cert``/``key``) and their name ``table``, each by SNI (``quic_sni``)."""
     backend = load_backend(config.quic_backend)
     configuration = quic_configuration(backend, config, cert, key)
     stats = QuicStats()
-    factory = protocol_class(backend, core, config, stats)
+    certs = QuicCertificates(backend.name)
+    if pairs and len(pairs) > 1:
+        certs.set(backend.QuicConfiguration, table, pairs)
+    factory = protocol_class(backend, core, config, stats, certs)
     loop = asyncio.get_running_loop()
     servers = []
     # New connections are bounded before address validation (Retry above a threshold), see quic_guard.
@@ -597,4 +630,4 @@ async def start_quic(
                 lambda: guarded(configuration=configuration, create_protocol=factory), sock=sock
             )
         servers.append(server)
-    return QuicListener(servers, stats, configuration)
+    return QuicListener(servers, stats, configuration, certs)

@@ -1,12 +1,16 @@
-"""Automatic HTTPS: the node's certificate from an ACME CA (RFC 8555), renewed before expiry.
+"""Automatic HTTPS: the node's certificates from an ACME CA (RFC 8555), renewed before expiry.
 
-``edge serve --acme-domain example.com,www.example.com --acme-email ops@example.com``
-orders one certificate naming every domain (subjectAltName; no SNI choice needed), proves
-control of each name with HTTP-01 answered on the cleartext listener
-(``edge.core.challenges``), and loads the chain into the running TLS context and QUIC
-configuration (``edge.wiring.reload.install_chain``, the SIGHUP path) so new connections
-get it with no restart. The ACME protocol is the ``acme`` library's (certbot project); its
-blocking calls run in a daemon thread, never on the event loop.
+``edge serve --acme-domain example.com,www.example.com --acme-domain example.org
+--acme-email ops@example.com`` orders one certificate per group of names (``--acme-domain``
+given once per group; ``;`` between groups in one value), each naming its group's domains
+(subjectAltName), proves control of each name with HTTP-01 answered on the cleartext
+listener (``edge.core.challenges``), and loads every group's current certificate into the
+running TLS and QUIC listeners (``edge.wiring.reload.install_certificates``, the SIGHUP
+path), where each handshake gets the one its SNI name asks for (``edge.wiring.sni``; the
+first group's for any other name), with no restart. Each group is ordered, renewed and
+retried on its own (one :class:`AcmeManager` task per group), under one account. The ACME
+protocol is the ``acme`` library's (certbot project); its blocking calls run in daemon
+threads, never on the event loop.
 
 State (per CA: a directory named after the directory URL's host and a hash of the URL):
 
@@ -20,16 +24,19 @@ atomically under a lock.
 
 Guarantees:
 - the node starts before any certificate exists: TLS and QUIC serve a temporary one from a
-  local CA (``edge.wiring.devcert``) until the first order completes; a certificate already
-  in the state directory that names every domain and has not expired is served at once;
+  local CA (``edge.wiring.devcert``) to a group's names until its first order completes; a
+  certificate already in the state directory that names every domain of its group and has
+  not expired is served at once;
+- one group's failed order changes nothing that serves: the other groups' certificates,
+  and its own previous one (or the temporary one), stay;
 - renewal starts at two thirds of the certificate's lifetime; a failed order is logged on
   stderr with the CA's reason and retried after ``acme_retry`` seconds, doubling up to an
   hour, while the certificate in hand (or the temporary one) keeps serving;
 - a new certificate replaces the old one only once it is on disk and loads;
 - with ``--workers N`` the first worker orders (one order per node, not per worker) and
   writes each token into the node's private run directory, where the other workers answer
-  it too (``Challenges.share``); they look at the certificate file every
-  ``FOLLOW_EVERY`` seconds and load a new one the same way (``follow_certificate``).
+  it too (``Challenges.share``); they look at the certificate files every
+  ``FOLLOW_EVERY`` seconds and load new ones the same way (``follow_certificate``).
 """
 
 from __future__ import annotations
@@ -54,11 +61,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from edge.config import Config, acme_domains
+from edge.config import Config, acme_groups
 from edge.core import EdgeCore
 from edge.wiring.devcert import default_cert_dir, ensure_dev_cert
 
-__all__ = ["AcmeManager", "AcmePaths", "current_certificate", "follow_certificate", "order_certificate"]
+__all__ = ["AcmeManager", "AcmePaths", "current_certificates", "follow_certificate", "order_certificate"]
 
 RENEW_AT = 2 / 3
 """Renewal starts at this fraction of a certificate's lifetime (Let's Encrypt's advice)."""
@@ -92,11 +99,12 @@ class AcmePaths:
     """The CA's directory: the account key, one folder per certificate."""
 
     @classmethod
-    def of(cls, config: Config) -> AcmePaths:
+    def all(cls, config: Config) -> list[AcmePaths]:
+        """One per group of ``acme_domain``, in order (the first is the default certificate)."""
         url = config.acme_directory
         host = urlsplit(url).hostname or "ca"
         digest = hashlib.sha256(url.encode()).hexdigest()[:8]
-        return cls(acme_domains(config.acme_domain), acme_root() / f"{host}-{digest}")
+        return [cls(names, acme_root() / f"{host}-{digest}") for names in acme_groups(config.acme_domain)]
 
     @property
     def account_key(self) -> Path:
@@ -144,15 +152,19 @@ def read_issued(path: Path) -> Issued | None:
     )
 
 
-def current_certificate(config: Config) -> tuple[Path, Path, bool]:
-    """The chain and key to serve now: the ACME certificate when one names every domain and
-    has not expired, else the temporary one (third item True)."""
-    paths = AcmePaths.of(config)
-    issued = read_issued(paths.cert)
-    if issued is not None and paths.key.exists() and issued.serves(paths.names, time.time()):
-        return paths.cert, paths.key, False
-    boot = ensure_dev_cert(acme_root() / "bootstrap")
-    return boot.cert, boot.key, True
+def current_certificates(config: Config) -> list[tuple[Path, Path, bool, tuple[str, ...]]]:
+    """Per group, the chain and key to serve now to its names (fourth item): the ACME
+    certificate when one names every domain of the group and has not expired, else the
+    temporary one (third item True)."""
+    found = []
+    for paths in AcmePaths.all(config):
+        issued = read_issued(paths.cert)
+        if issued is not None and paths.key.exists() and issued.serves(paths.names, time.time()):
+            found.append((paths.cert, paths.key, False, paths.names))
+        else:
+            boot = ensure_dev_cert(acme_root() / "bootstrap")
+            found.append((boot.cert, boot.key, True, paths.names))
+    return found
 
 
 def _private_dir(path: Path) -> None:
@@ -323,22 +335,24 @@ def _utc(epoch: float) -> str:
 
 
 class AcmeManager:
-    """One worker's certificate: ordered when missing, renewed when due, hot-swapped."""
+    """One group's certificate: ordered when missing, renewed when due, hot-swapped."""
 
     def __init__(
         self,
         config: Config,
         core: EdgeCore,
-        install: Callable[[str, str], None],
+        install: Callable[[], None],
         shared: Path | None = None,
+        paths: AcmePaths | None = None,
     ) -> None:
-        """``install(cert, key)`` loads a chain into the running TLS and QUIC listeners;
-        ``shared``: the directory the node's other workers read challenge tokens from."""
+        """``install()`` loads every group's current certificate into the running TLS and QUIC
+        listeners; ``shared``: the directory the node's other workers read challenge tokens
+        from; ``paths``: the group's (the first group's when None)."""
         self.config = config
         self.core = core
         self.install = install
         self.shared = shared
-        self.paths = AcmePaths.of(config)
+        self.paths = paths if paths is not None else AcmePaths.all(config)[0]
         self.issued = 0
         """Certificates this node obtained since it started."""
         self.failures = 0
@@ -379,7 +393,7 @@ class AcmeManager:
                 return
             retry = self.config.acme_retry
             try:
-                self.install(str(self.paths.cert), str(self.paths.key))
+                self.install()
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 self.failures += 1
                 _say(f"certificate for {names} obtained but not loaded: {exc}; next try in {retry:g} s")
@@ -435,24 +449,31 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 async def follow_certificate(
-    config: Config, install: Callable[[str, str], None], stop: asyncio.Event, worker: int
+    config: Config, install: Callable[[], None], stop: asyncio.Event, worker: int
 ) -> None:
     """A worker that does not order: load each new certificate the first worker writes."""
-    paths = AcmePaths.of(config)
-    seen = _stamp(paths.cert)  # what this worker started with (or nothing yet)
+    groups = AcmePaths.all(config)
+    seen = [_stamp(paths.cert) for paths in groups]  # what this worker started with
     while not await _wait(stop, FOLLOW_EVERY):
-        stamp = _stamp(paths.cert)
-        if stamp is None or stamp == seen:
-            continue
-        issued = read_issued(paths.cert)
-        if issued is None or not issued.serves(paths.names, time.time()):
+        stamps = [_stamp(paths.cert) for paths in groups]
+        new = [
+            (n, issued)
+            for n, paths in enumerate(groups)
+            if stamps[n] is not None and stamps[n] != seen[n]
+            and (issued := read_issued(paths.cert)) is not None and issued.serves(paths.names, time.time())
+        ]  # fmt: skip
+        if not new:
             continue
         try:
-            install(str(paths.cert), str(paths.key))
+            install()
         except (OSError, ValueError):  # caught between the key's write and the chain's: next look
             continue
-        seen = stamp
-        _say(f"worker {worker}: serving the new certificate (serial {issued.serial:x}) on new connections")
+        for n, issued in new:
+            seen[n] = stamps[n]
+            _say(
+                f"worker {worker}: serving the new certificate for {', '.join(groups[n].names)} "
+                f"(serial {issued.serial:x}) on new connections"
+            )
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

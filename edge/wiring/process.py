@@ -3,7 +3,9 @@
 Listeners of one node: cleartext HTTP/1.1 (the fast front), HTTPS over TCP
 (HTTP/2 and HTTP/1.1 over TLS: our own front or Hypercorn, by ``tls_front``), HTTP/3 over UDP (our adapter on
 the QUIC library), and the admin API. TLS and QUIC start only when a
-certificate is configured (``--cert/--key`` or ``--dev-cert``).
+certificate is configured (``--cert/--key``, ``--dev-cert`` or ``--acme-domain``); with
+several certificates each TLS and QUIC handshake gets the one its SNI name asks for
+(``edge.wiring.sni``, ``edge.fronts.quic_sni``).
 
 With ``--workers N`` every process serves cleartext, TLS and QUIC on shared ports
 (SO_REUSEPORT) and the workers act as one cache (``edge.wiring.workers``): each listens
@@ -39,6 +41,7 @@ from edge.fronts.h3 import QuicListener
 from edge.fronts.sibling import SiblingProtocol
 from edge.wiring.accesslog import AccessLog
 from edge.wiring.reload import Reloader, configure_logging
+from edge.wiring.sni import TlsCertificates
 from edge.wiring.tls import Certificate, bind_many
 from edge.wiring.workers import WorkerPlace, make_run_dir
 
@@ -73,35 +76,44 @@ async def start_h1(core: EdgeCore, config: Config, sock: socket.socket) -> async
 
 @dataclass
 class Secure:
-    """The certificate and the bound TLS/QUIC sockets of one process."""
+    """The certificates (the default first) and the bound TLS/QUIC sockets of one process."""
 
-    cert: Certificate
+    certs: list[Certificate]
     tls: list[socket.socket] = field(default_factory=list)
     quic: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def cert(self) -> Certificate:
+        """The default certificate: a name no other covers gets it."""
+        return self.certs[0]
 
 
 async def start_secure(
     core: EdgeCore, config: Config, secure: Secure, stop: asyncio.Event, draining: asyncio.Event | None = None
-) -> tuple[asyncio.Task[None] | None, QuicListener | None, ssl.SSLContext | None]:
+) -> tuple[asyncio.Task[None] | None, QuicListener | None, TlsCertificates | None]:
     """Start the TLS front (``tls_front``) on the TLS sockets and the HTTP/3 adapter on the UDP
-    sockets; also returns the own TLS front's context (None with Hypercorn), for reloads.
-    ``stop`` ends them; ``draining`` closes the TLS listeners first (a graceful shutdown)."""
+    sockets; also returns the own TLS front's certificates (its context and the others, by
+    SNI; None with Hypercorn), for reloads. ``stop`` ends them; ``draining`` closes the TLS
+    listeners first (a graceful shutdown)."""
     from edge.fronts.h2 import tls_context
     from edge.fronts.h3 import start_quic
+    from edge.wiring.sni import NameTable
     from edge.wiring.tls import serve_tls
 
     tls = None
-    ctx = None
+    certs = None
     if secure.tls:
         if config.tls_front == "own":
-            ctx = tls_context(str(secure.cert.cert), str(secure.cert.key))
+            certs = TlsCertificates(tls_context, [c.pair() for c in secure.certs])
         tls = asyncio.get_running_loop().create_task(
-            serve_tls(core, config, secure.cert, secure.tls, stop, ctx, draining)
+            serve_tls(core, config, secure.cert, secure.tls, stop, certs.context if certs else None, draining)
         )
     quic = None
     if secure.quic:
-        quic = await start_quic(core, config, str(secure.cert.cert), str(secure.cert.key), secure.quic)
-    return tls, quic, ctx
+        pairs = [(str(c.cert), str(c.key)) for c in secure.certs]
+        table = NameTable([c.names for c in secure.certs])
+        quic = await start_quic(core, config, *pairs[0], secure.quic, table, pairs)
+    return tls, quic, certs
 
 
 def secure_banner(config: Config, secure: Secure) -> str:
@@ -113,11 +125,14 @@ def secure_banner(config: Config, secure: Secure) -> str:
     for host, port in parse_listen_list(config.quic_listen) if secure.quic else []:
         shown = f"[{host}]" if ":" in host else host
         lines.append(f"h3:     udp {shown}:{port} ({config.quic_backend}); Alt-Svc: {config.alt_svc}")
-    kind = "dev certificate (local CA)" if secure.cert.dev else "certificate"
-    if config.acme_domain:
-        kind = "temporary certificate until ACME issues one:" if secure.cert.dev else "ACME certificate"
-    lines.append(f"cert:   {kind} {secure.cert.cert}")
-    lines.append(f"spki:   {secure.cert.spki}  (chromium --ignore-certificate-errors-spki-list=...)")
+    for n, cert in enumerate(secure.certs):
+        kind = "dev certificate (local CA)" if cert.dev else "certificate"
+        if config.acme_domain:
+            kind = "temporary certificate until ACME issues one:" if cert.dev else "ACME certificate"
+        names = ", ".join(sorted(cert.names)) or "no DNS name"
+        role = "" if len(secure.certs) == 1 else (" (default)" if n == 0 else "")
+        lines.append(f"cert:   {kind} {cert.cert} for {names}{role}")
+        lines.append(f"spki:   {cert.spki}  (chromium --ignore-certificate-errors-spki-list=...)")
     return "\n".join(lines)
 
 
@@ -168,24 +183,27 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     tls: asyncio.Task[None] | None = None
     quic: QuicListener | None = None
-    tls_ctx = None
+    tls_certs = None
     if secure is not None:
-        tls, quic, tls_ctx = await start_secure(core, config, secure, done, stop)
+        tls, quic, tls_certs = await start_secure(core, config, secure, done, stop)
     reloader = Reloader(
-        core, config, source, place.index if place is not None else None, tls_ctx, quic, access, others
+        core, config, source, place.index if place is not None else None, tls_certs, quic, access, others
     )
     loop.add_signal_handler(signal.SIGHUP, reloader)
     tasks: list[asyncio.Task[None]] = []
     if secure is not None and config.acme_domain:
-        from edge.wiring.acme import AcmeManager, follow_certificate
-        from edge.wiring.reload import install_chain
+        from edge.wiring.acme import AcmeManager, AcmePaths, follow_certificate
+        from edge.wiring.reload import install_certificates
+        from edge.wiring.tls import resolve_certificates
 
-        def install(cert: str, key: str) -> None:
-            install_chain(tls_ctx, quic, cert, key)
+        def install() -> None:
+            """Every group's certificate as it is on disk now (or its temporary one)."""
+            install_certificates(tls_certs, quic, resolve_certificates(config))
 
         shared = place.run_dir / "acme-challenges" if place is not None else None
         if place is None or place.index == 0:  # one order per node: the first worker's
-            tasks.append(loop.create_task(AcmeManager(config, core, install, shared).run(stop)))
+            for paths in AcmePaths.all(config):  # each group ordered and renewed on its own
+                tasks.append(loop.create_task(AcmeManager(config, core, install, shared, paths).run(stop)))
         else:
             assert shared is not None
             core.challenges.share(shared)
@@ -274,15 +292,15 @@ async def drain(core: EdgeCore, server: asyncio.Server, inner: asyncio.Server | 
 
 
 def _worker(
-    config: Config, cert: Certificate | None, place: WorkerPlace, source: ConfigSource | None
+    config: Config, certs: list[Certificate] | None, place: WorkerPlace, source: ConfigSource | None
 ) -> None:
     """A spawned worker: bind the public ports beside the first worker's (SO_REUSEPORT) and serve."""
     _exit_with_parent()
     sock = bind_tcp(config.listen, reuse_port=True)
     secure = None
-    if cert is not None:
+    if certs:
         secure = Secure(
-            cert,
+            certs,
             tls=bind_many(config.tls_listen, socket.SOCK_STREAM, reuse_port=True),
             quic=bind_many(config.quic_listen, socket.SOCK_DGRAM, reuse_port=True),
         )
@@ -301,32 +319,34 @@ def _exit_with_parent() -> None:
         pass
 
 
-def prepare_secure(config: Config) -> Certificate | None:
-    """Resolve the certificate (if any listener needs one) and set Alt-Svc when HTTP/3 is on."""
-    from edge.wiring.tls import resolve_certificate
+def prepare_secure(config: Config) -> list[Certificate] | None:
+    """Resolve the certificates (if any listener needs one; the default first) and set Alt-Svc
+    when HTTP/3 is on."""
+    from edge.wiring.tls import resolve_certificates
 
     if not (config.tls_listen or config.quic_listen) or not (
         config.cert or config.dev_cert or config.acme_domain
     ):
         return None
     try:
-        cert = resolve_certificate(config)
+        certs = resolve_certificates(config)
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
-    if cert is None:
+    if not certs:
         return None
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert.cert, cert.key)
-    except (ssl.SSLError, OSError) as exc:
-        raise StartupError(f"certificate {cert.cert} / key {cert.key} unusable: {exc}") from None
+    for cert in certs:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert.cert, cert.key)
+        except (ssl.SSLError, OSError) as exc:
+            raise StartupError(f"certificate {cert.cert} / key {cert.key} unusable: {exc}") from None
     quic = parse_listen_list(config.quic_listen)
     if quic and not config.alt_svc:
         config.alt_svc = f'h3=":{quic[0][1]}"; ma=86400'
-    return cert
+    return certs
 
 
-def _bind_secure(config: Config, cert: Certificate, reuse: bool) -> Secure:
-    secure = Secure(cert)
+def _bind_secure(config: Config, certs: list[Certificate], reuse: bool) -> Secure:
+    secure = Secure(certs)
     try:
         secure.tls = bind_many(config.tls_listen, socket.SOCK_STREAM, reuse_port=reuse)
     except OSError as exc:
@@ -356,16 +376,16 @@ def run(
         # ignored signal stays ignored in the spawned workers too (execve keeps SIG_IGN).
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     reuse = config.workers > 1
-    cert = prepare_secure(config)  # before the h1 front is built: it reads config.alt_svc
+    certs = prepare_secure(config)  # before the h1 front is built: it reads config.alt_svc
     if reuse:
         # SO_REUSEPORT would let this node share a port another node already serves:
         # a plain bind first fails if anything holds it.
         bind_tcp(config.listen, reuse_port=False).close()
     sock = bind_tcp(config.listen, reuse_port=reuse)
     secure = None
-    if cert is not None:
+    if certs is not None:
         try:
-            secure = _bind_secure(config, cert, reuse)
+            secure = _bind_secure(config, certs, reuse)
         except StartupError:
             sock.close()
             raise
@@ -390,7 +410,7 @@ def run(
     places = [WorkerPlace(i, config.workers, run_dir, token) for i in range(config.workers)]
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(config, cert, place, source), daemon=True) for place in places[1:]
+        ctx.Process(target=_worker, args=(config, certs, place, source), daemon=True) for place in places[1:]
     ]
     for proc in procs:
         proc.start()

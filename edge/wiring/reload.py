@@ -2,15 +2,17 @@
 
 What a reload applies (``edge.config.RELOADABLE``): upstream and shields with their
 health settings and timeouts, the Host sent upstream, the default TTL rules, the log
-level, and the certificate files (own TLS front and HTTP/3); it also reopens a file
+level, and the certificate files, every one of them (own TLS front and HTTP/3, each
+chosen by SNI as at start: ``edge.wiring.sni``); it also reopens a file
 access log (logrotate). No listener is closed and no connection dropped: requests
 already sent upstream finish on the upstream they chose, open TLS and QUIC connections
 keep the certificate they shook hands with, and new ones get the new one.
 
 Guarantees:
 - a configuration that does not load (bad TOML, a bad value) or a certificate that does
-  not load changes nothing of what it concerns: the node keeps serving with what it had,
-  and says why on stderr;
+  not load changes nothing of what it concerns: the node keeps serving with what it had
+  (every certificate: one bad pair of several keeps the whole previous set), and says why
+  on stderr;
 - a changed setting a running node cannot apply (listeners, workers, cache size, ...) is
   named on stderr as waiting for a restart, never half-applied;
 - each worker of a node reloads itself: the first worker passes SIGHUP to the others.
@@ -29,8 +31,10 @@ from typing import Any
 from edge.config import RELOADABLE, Config, ConfigError, ConfigSource, settings
 from edge.core import EdgeCore
 from edge.wiring.accesslog import AccessLog
+from edge.wiring.sni import NameTable, TlsCertificates
+from edge.wiring.tls import Certificate
 
-__all__ = ["Reloader", "configure_logging", "install_chain"]
+__all__ = ["Reloader", "configure_logging", "install_certificates"]
 
 FILLED_AT_START = frozenset({"node_id", "alt_svc"})
 """Settings the node fills in when it starts (a re-read file leaves them empty)."""
@@ -55,14 +59,15 @@ def _say(message: str) -> None:
     os.write(2, f"edge: {message}\n".encode())
 
 
-def install_chain(tls_context: ssl.SSLContext | None, quic: Any, cert: str, key: str) -> None:
-    """Load a certificate chain and key into the running TLS context and QUIC configuration
-    (``QuicListener``): new handshakes get it, open connections keep theirs. The caller has
-    checked that the pair loads (a failed load here leaves the context as it was)."""
-    if tls_context is not None:
-        tls_context.load_cert_chain(cert, key)
+def install_certificates(tls: TlsCertificates | None, quic: Any, certs: list[Certificate]) -> None:
+    """Load certificates (the default first) into the running TLS listener and QUIC listener
+    (``QuicListener``): new handshakes get the one their SNI name asks for, open connections
+    keep theirs. The caller has checked that every pair loads (``check_loads``)."""
+    if tls is not None:
+        tls.install([c.pair() for c in certs])
     if quic is not None:
-        quic.load_cert_chain(cert, key)
+        pairs = [(str(c.cert), str(c.key)) for c in certs]
+        quic.load_certificates(NameTable([c.names for c in certs]), pairs)
 
 
 @dataclass
@@ -73,7 +78,8 @@ class Reloader:
     config: Config
     source: ConfigSource | None
     worker: int | None = None
-    tls_context: ssl.SSLContext | None = None
+    tls: TlsCertificates | None = None
+    """The own TLS front's context and the other certificates it chooses by SNI."""
     quic: Any = None
     """The worker's QuicListener, when HTTP/3 runs."""
     access: AccessLog | None = None
@@ -108,7 +114,7 @@ class Reloader:
         waiting = [name for name in changed if name not in RELOADABLE]
         if waiting:
             _say(f"reload ({who}): {', '.join(waiting)} changed; applied at the next restart")
-        if {"cert", "key"} & set(changed) or self.tls_context is not None or self.quic is not None:
+        if {"cert", "key"} & set(changed) or self.tls is not None or self.quic is not None:
             self._reload_certificate(new, who)
         self.core.reload(new)
         configure_logging(new.log_level)
@@ -120,17 +126,16 @@ class Reloader:
         return True
 
     def _reload_certificate(self, new: Config, who: str) -> None:
-        """Load the (re-read) certificate files into the running contexts, if they load."""
-        if self.tls_context is None and self.quic is None:
+        """Load the (re-read) certificate files into the running listeners, if all of them load."""
+        if self.tls is None and self.quic is None:
             return
-        from edge.wiring.tls import resolve_certificate
+        from edge.wiring.tls import check_loads, resolve_certificates
 
         try:
-            cert = resolve_certificate(new)
-            if cert is None:
+            certs = resolve_certificates(new)
+            if not certs:
                 return
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert.cert, cert.key)
-        except (ConfigError, ssl.SSLError, OSError) as exc:
+            check_loads(certs)
+            install_certificates(self.tls, self.quic, certs)
+        except (ConfigError, ssl.SSLError, OSError, ValueError) as exc:
             _say(f"reload ({who}): certificate not reloaded, still serving the previous one: {exc}")
-            return
-        install_chain(self.tls_context, self.quic, str(cert.cert), str(cert.key))

@@ -17,11 +17,20 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import Config, ConfigError, parse_listen_list
+from edge.config import Config, ConfigError, parse_listen_list, path_list
 from edge.core import EdgeCore
 from edge.fronts.asgi import EdgeASGI
+from edge.wiring.devcert import ensure_dev_cert, spki_hash
+from edge.wiring.sni import Pair, cert_names
 
-__all__ = ["Certificate", "bind_many", "resolve_certificate", "serve_tls"]
+__all__ = [
+    "Certificate",
+    "bind_many",
+    "check_loads",
+    "resolve_certificate",
+    "resolve_certificates",
+    "serve_tls",
+]
 
 
 @dataclass(frozen=True)
@@ -34,34 +43,59 @@ class Certificate:
     """Base64 SHA-256 of the leaf's SubjectPublicKeyInfo (Chromium's SPKI list)."""
     dev: bool
     ca: Path | None = None
+    names: frozenset[str] = frozenset()
+    """The DNS names of its subjectAltName: the SNI names it is served to."""
+
+    def pair(self) -> Pair:
+        return Pair(self.cert, self.key, self.names)
+
+
+def _from_files(cert: Path, key: Path) -> Certificate:
+    try:
+        pem = cert.read_bytes()
+        key.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read certificate: {exc.filename}: {exc.strerror}") from None
+    try:
+        spki, names = spki_hash(pem), cert_names(pem)
+    except ValueError:
+        raise ConfigError(f"{cert} does not hold a PEM certificate") from None
+    return Certificate(cert, key, spki, dev=False, names=names)
+
+
+def resolve_certificates(config: Config) -> list[Certificate]:
+    """The certificates to serve, the default first: each ``--cert/--key`` pair, else the dev
+    certificate when asked for, else one ACME certificate per ``acme_domain`` group (a
+    temporary one for a group until its first is issued), else none."""
+    if config.cert:
+        pairs = zip(path_list(config.cert), path_list(config.key), strict=True)  # validate() counted them
+        return [_from_files(Path(c), Path(k)) for c, k in pairs]
+    if config.dev_cert:
+        dev = ensure_dev_cert()
+        names = cert_names(dev.cert.read_bytes())
+        return [Certificate(dev.cert, dev.key, dev.spki, dev=True, ca=dev.ca, names=names)]
+    if config.acme_domain:
+        from edge.wiring.acme import current_certificates
+
+        found = []
+        for chain, private, temporary, group in current_certificates(config):
+            pem = chain.read_bytes()
+            # The temporary certificate stands in for the group's names until its own is issued.
+            found.append(Certificate(chain, private, spki_hash(pem), dev=temporary, names=frozenset(group)))
+        return found
+    return []
 
 
 def resolve_certificate(config: Config) -> Certificate | None:
-    """``--cert/--key`` when given, else the dev certificate when asked for, else the ACME
-    certificate of ``acme_domain`` (a temporary one until the first is issued), else None."""
-    from edge.wiring.devcert import ensure_dev_cert, spki_hash
+    """The default (first) certificate of :func:`resolve_certificates`, or None."""
+    found = resolve_certificates(config)
+    return found[0] if found else None
 
-    if config.cert:
-        cert, key = Path(config.cert), Path(config.key)
-        try:
-            pem = cert.read_bytes()
-            key.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read certificate: {exc.filename}: {exc.strerror}") from None
-        try:
-            spki = spki_hash(pem)
-        except ValueError:
-            raise ConfigError(f"{cert} does not hold a PEM certificate") from None
-        return Certificate(cert, key, spki, dev=False)
-    if config.dev_cert:
-        dev = ensure_dev_cert()
-        return Certificate(dev.cert, dev.key, dev.spki, dev=True, ca=dev.ca)
-    if config.acme_domain:
-        from edge.wiring.acme import current_certificate
 
-        chain, private, temporary = current_certificate(config)
-        return Certificate(chain, private, spki_hash(chain.read_bytes()), dev=temporary)
-    return None
+def check_loads(certs: list[Certificate]) -> None:
+    """Raise ssl.SSLError / OSError unless every pair loads (chain and matching key)."""
+    for cert in certs:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert.cert, cert.key)
 
 
 def bind_many(listen: str, kind: socket.SocketKind, reuse_port: bool) -> list[socket.socket]:

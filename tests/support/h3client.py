@@ -86,6 +86,12 @@ class H3ClientProtocol(QuicConnectionProtocol):
             if not fut.done():
                 fut.set_result(resp)
 
+    def peer_serial(self) -> int:
+        """The serial of the certificate the server presented."""
+        cert = self._quic.tls._peer_certificate
+        assert cert is not None
+        return int(cert.serial_number)
+
     async def request(
         self,
         path: str,
@@ -113,11 +119,11 @@ class H3ClientProtocol(QuicConnectionProtocol):
         return await fut
 
 
-def client_configuration(cafile: str | None) -> QuicConfiguration:
+def client_configuration(cafile: str | None, server_name: str = "localhost") -> QuicConfiguration:
     config = QuicConfiguration(
         is_client=True,
         alpn_protocols=H3_ALPN,
-        server_name="localhost",
+        server_name=server_name,
         max_data=64 * 1024**2,
         max_stream_data=32 * 1024**2,
     )
@@ -129,13 +135,16 @@ def client_configuration(cafile: str | None) -> QuicConfiguration:
 
 
 @asynccontextmanager
-async def h3_client(host: str, port: int, cafile: str | None) -> AsyncIterator[H3ClientProtocol]:
-    """aioquic's ``connect`` without its wait for the closing period (≈1 s per connection)."""
+async def h3_client(
+    host: str, port: int, cafile: str | None, server_name: str = "localhost"
+) -> AsyncIterator[H3ClientProtocol]:
+    """aioquic's ``connect`` without its wait for the closing period (≈1 s per connection);
+    ``server_name``: the SNI name asked for and verified."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((host, 0))
-    connection = QuicConnection(configuration=client_configuration(cafile))
+    connection = QuicConnection(configuration=client_configuration(cafile, server_name))
     transport, protocol = await loop.create_datagram_endpoint(lambda: H3ClientProtocol(connection), sock=sock)
     assert isinstance(protocol, H3ClientProtocol)
     try:

@@ -123,8 +123,14 @@ class SecureEdge:
 
 
 async def start_secure_edge(
-    upstream: str, cert: DevCert, backend: str = "qh3", clock: Clock | None = None, **settings: Any
+    upstream: str,
+    cert: DevCert,
+    backend: str = "qh3",
+    clock: Clock | None = None,
+    cert_files: tuple[str, str] | None = None,
+    **settings: Any,
 ) -> SecureEdge:
+    """``cert_files``: the ``cert`` and ``key`` settings (comma lists) instead of ``cert``'s."""
     tls_socks, quic_socks, port = _same_port_pair()
     h1_sock = bind_tcp("127.0.0.1:0", reuse_port=False)
     flags = {
@@ -132,8 +138,8 @@ async def start_secure_edge(
         "listen": f"127.0.0.1:{h1_sock.getsockname()[1]}",
         "tls_listen": f"127.0.0.1:{port}",
         "quic_listen": f"127.0.0.1:{port}",
-        "cert": str(cert.cert),
-        "key": str(cert.key),
+        "cert": cert_files[0] if cert_files else str(cert.cert),
+        "key": cert_files[1] if cert_files else str(cert.key),
         "quic_backend": backend,
         "admin_listen": "",
         **({"h2_engine": H2_ENGINE} if H2_ENGINE else {}),

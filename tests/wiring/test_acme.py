@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import socket
 import ssl
@@ -274,3 +275,81 @@ def test_acme_with_two_workers_orders_once_and_every_worker_serves_the_certifica
     finally:
         node.stop()
     assert "ordering a certificate" not in "\n".join(list(node.lines.queue))  # one order only
+
+
+OTHER = "other-acme.test"
+
+
+def said_all(node: Node, fragments: list[str], timeout: float = 40.0) -> dict[str, str]:
+    """The first stderr line holding each fragment, in whatever order they come."""
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(fragments):
+        left = deadline - time.monotonic()
+        assert left > 0, (
+            f"the node did not say {set(fragments) - set(found)} within {timeout:g} s: {node.seen[-20:]}"
+        )
+        try:
+            line = node.lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        for fragment in fragments:
+            if fragment in line and fragment not in found:
+                found[fragment] = line
+    return found
+
+
+def sans(cert: x509.Certificate) -> list[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return sorted(san.get_values_for_type(x509.DNSName))
+
+
+def test_acme_groups_each_get_their_own_certificate_and_one_failing_keeps_the_rest(
+    pebble: Callable[[int, int], Pebble], site: int, tmp_path: Path, state: Path
+) -> None:
+    """Two --acme-domain groups: two orders, two certificates, each served to its own names (SNI),
+    the first group's to any other name; when one group's renewal fails (the CA cannot reach
+    the node for its name), the other renews and the failing one keeps its old certificate."""
+    http, tls = free_port(), free_port()
+    ca = pebble(http, 15)  # renewal due 10 s after issuance
+    root = tmp_path / "pebble-root.pem"
+    root.write_bytes(ca.root())
+    first, second = f"certificate for {DOMAIN}, www.{DOMAIN} issued", f"certificate for {OTHER} issued"
+    node = Node(
+        ["--upstream", f"http://127.0.0.1:{site}", "--listen", f"127.0.0.1:{http}",
+         "--tls-listen", f"127.0.0.1:{tls}", "--admin-listen", "", "--access-log", "off",
+         "--acme-domain", f"{DOMAIN},www.{DOMAIN}", "--acme-domain", OTHER, "--acme-retry", "1",
+         "--acme-directory", ca.directory, "--acme-ca-bundle", str(ca.ca_bundle)],
+        http,
+    )  # fmt: skip
+    try:
+        said_all(node, [first, second])
+        a, b = served(tls, f"www.{DOMAIN}"), served(tls, OTHER)
+        assert sans(a) == [DOMAIN, f"www.{DOMAIN}"] and sans(b) == [OTHER]
+        assert (
+            served(tls, DOMAIN).serial_number == served(tls, "unknown.test").serial_number == a.serial_number
+        )
+        assert fetch(tls, root).status_code == 200  # verified for DOMAIN against Pebble's root
+        ctx = ssl.create_default_context(cafile=str(root))
+        with httpx.Client(verify=ctx) as client:  # and for OTHER, its own certificate
+            resp = client.get(
+                f"https://127.0.0.1:{tls}/app.js", headers={"Host": OTHER}, extensions={"sni_hostname": OTHER}
+            )
+        assert resp.status_code == 200
+        files = {
+            p.relative_to(state).parts[-2:]
+            for p in (state / "edge-cdn" / "acme").glob("127.0.0.1-*/*/cert.pem")
+        }
+        assert files == {(DOMAIN, "cert.pem"), (OTHER, "cert.pem")}  # one folder per group
+
+        ca.resolve(OTHER, "127.0.0.2")  # from now on the CA cannot reach the node for OTHER
+        said = said_all(node, [f"order for {OTHER} failed", first], timeout=30)
+        assert "still serving the previous certificate" in said[f"order for {OTHER} failed"]
+        renewed = served(tls, DOMAIN)
+        assert renewed.serial_number != a.serial_number and sans(renewed) == [DOMAIN, f"www.{DOMAIN}"]
+        assert served(tls, OTHER).serial_number == b.serial_number  # its own old one, not the other's
+        ca.resolve(OTHER, None)
+        node.said(second, timeout=30)  # its own retry, on its own schedule
+        assert served(tls, OTHER).serial_number not in (b.serial_number, renewed.serial_number)
+    finally:
+        node.stop()
