@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
+import os
 import time
 import weakref
 from typing import cast
@@ -34,6 +36,7 @@ from edge.cache.entry import Entry
 from edge.config import Config
 from edge.core import EdgeCore
 from edge.core.clients import ClientLimits
+from edge.core.disk import DiskBodyError, FileBody
 from edge.core.node import HitRoute
 from edge.core.observe import RequestLog
 from edge.core.sink import serve_guarded
@@ -73,6 +76,16 @@ goes in pieces, the next one when the socket has drained below the low water mar
 it took the piece at once, after the loop has run every other ready connection once)."""
 WRITE_HIGH, WRITE_LOW = 256 * 1024, 64 * 1024
 """The transport's write buffer marks: pause_writing above the high one, resume below the low one."""
+
+SENDFILE_PIECE = 256 * 1024
+"""Most bytes of a file body one ``os.sendfile`` call is asked for; after a piece the socket
+took whole, the loop runs every other ready connection once (as ``WRITE_PIECE``)."""
+
+SOCKET_ERRNOS = frozenset(
+    (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED,
+     errno.ETIMEDOUT, errno.EBADF)
+)  # fmt: skip
+"""``os.sendfile`` errors that are the client's socket's; any other is the file's (the disk)."""
 
 REPLAY_MAX_BYTES = 2048
 """Longest request (head, as one read) whose fast hit is replayed by its bytes (see Replay)."""
@@ -172,6 +185,9 @@ class H1Protocol(asyncio.Protocol):
         """The WebSocket tunnel this connection became, if it did."""
         self.tunnels = True
         """Whether a WebSocket upgrade is tunnelled here (not on a sibling worker's socket)."""
+        self.file_socket = 0
+        """The socket's descriptor for ``os.sendfile`` (file bodies); -1 when the transport is
+        TLS (or has no socket); 0 until first asked (:meth:`_file_socket`)."""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -271,6 +287,79 @@ class H1Protocol(asyncio.Protocol):
                 await self.drain()
             elif offset + WRITE_PIECE < size:
                 await asyncio.sleep(0)  # the socket took it: let the other connections write too
+
+    def _file_socket(self) -> int:
+        fd = self.file_socket
+        if fd == 0:
+            transport = self.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            fd = -1
+            if sock is not None and transport is not None and transport.get_extra_info("ssl_object") is None:
+                fd = sock.fileno()
+            self.file_socket = fd
+        return fd
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes at ``offset`` of file ``fd`` with ``os.sendfile`` (zero copy).
+
+        uvloop has no ``loop.sendfile`` (NotImplementedError) and refuses ``add_writer`` on a
+        transport's socket, so: the transport's own buffer (the head) must be empty first (its
+        high water mark is set to 0 for the wait, so ``resume_writing`` says when); then
+        non-blocking ``sendfile`` straight to the socket, at most ``SENDFILE_PIECE`` per call;
+        when the socket is full, the wait for writability is an ``add_writer`` on a duplicate
+        of its descriptor (closed after each wait, so it never keeps a closed connection
+        open). A client that does not read holds only the kernel's socket buffer. The file
+        ending early or failing to read raises DiskBodyError; the client going away returns.
+        """
+        transport = self.transport
+        sock = self._file_socket()
+        if transport is None or sock < 0:
+            raise RuntimeError("no socket to sendfile to")
+        if transport.get_write_buffer_size():
+            transport.set_write_buffer_limits(0, 0)  # pause_writing now, resume_writing once empty
+            try:
+                while transport.get_write_buffer_size() and not self.closing:
+                    if not self.write_paused:
+                        await asyncio.sleep(0)
+                    await self.drain()
+            finally:
+                if not transport.is_closing():
+                    transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        end = offset + count
+        while offset < end:
+            if self.closing or transport.is_closing():
+                return  # the client went away (the task is being cancelled)
+            piece = min(SENDFILE_PIECE, end - offset)
+            try:
+                sent = os.sendfile(sock, fd, offset, piece)
+            except BlockingIOError:
+                await self._writable(sock)
+                continue
+            except OSError as exc:
+                if exc.errno in SOCKET_ERRNOS:
+                    self.closing = True
+                    transport.abort()
+                    return
+                raise DiskBodyError(exc.errno, f"sendfile from the record failed: {exc.strerror}") from None
+            if sent == 0:
+                raise DiskBodyError(f"the record ends early ({end - offset} bytes missing)")
+            offset += sent
+            if offset < end:
+                if sent < piece:
+                    await self._writable(sock)  # the socket took what it could
+                else:
+                    await asyncio.sleep(0)  # it took a whole piece: let the others write too
+
+    async def _writable(self, sock: int) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self.drain_waiter = loop.create_future()
+        dup = os.dup(sock)
+        try:
+            loop.add_writer(dup, _wake, waiter)
+            await waiter
+        finally:
+            loop.remove_writer(dup)
+            os.close(dup)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -495,6 +584,8 @@ class H1Protocol(asyncio.Protocol):
         now = self.clock()
         entry = self.core.fresh_hit(req, now)
         if entry is None:
+            if self.core.disk is not None and self.file_socket >= 0:
+                return self._try_disk_hit(req, keep_alive, now)
             return False
         if self.replay_wanted and self.replay_offer is None:
             fields = req.fields
@@ -553,6 +644,58 @@ class H1Protocol(asyncio.Protocol):
             self.closing = True
             transport.close()
         return True
+
+    def _try_disk_hit(self, req: Request, keep_alive: bool, now: float) -> bool:
+        """A fresh large record on disk (``EdgeCore.disk_hit``): its memoised head written now,
+        its body sent from the file by a task holding the connection's place (:meth:`send_file`)."""
+        if self._file_socket() < 0:
+            return False
+        found = self.core.disk_hit(req, now)
+        if found is None:
+            return False
+        entry, body = found
+        transport = self.transport
+        assert transport is not None
+        age = int(entry.corrected_initial_age + (now - entry.response_time))
+        memo: WireHitHead | None = entry.wire.get("h1")
+        if memo is None:
+            tail = self.hit_fields + self.extra_fields
+            memo = remember(entry, "h1", WireHitHead(entry, tail, self.tally, length=body.length))
+        if memo.age != age:
+            memo.refresh(age, self.core.hit_status(int(entry.fresh_until - now)))
+        if keep_alive and req.http_version == "1.1":
+            head = memo.head
+        else:
+            connection = b"keep-alive" if keep_alive else b"close"
+            head = memo.head[:-2] + b"Connection: %s\r\n\r\n" % connection
+        memo.hits += 1
+        transport.write(head)
+        if self.logged:
+            self.tally.logged_hit(req, memo)
+        if req.method == b"HEAD":
+            memo.heads += 1
+            body.close()
+            if not keep_alive:
+                self.closing = True
+                transport.close()
+            return True
+        self.active = asyncio.get_running_loop().create_task(self._send_disk_hit(body, keep_alive))
+        return True
+
+    async def _send_disk_hit(self, body: FileBody, keep_alive: bool) -> None:
+        try:
+            if not await body.send_file_to(self.send_file):
+                keep_alive = False  # the disk failed: the response is cut, the record dropped
+                if self.transport is not None:
+                    self.transport.abort()
+        finally:
+            body.close()
+            self.active = None
+            if not keep_alive:
+                self.closing = True
+                if self.transport is not None:
+                    self.transport.close()
+        self._next()
 
     async def _send_hit(self, body: bytes, keep_alive: bool) -> None:
         try:
@@ -720,6 +863,17 @@ class H1Sink:
             return
         await self.proto.send(data)
 
+    @property
+    def can_send_file(self) -> bool:
+        """Whether body bytes may come from a file (``send_file``): a plain socket, not TLS."""
+        return not self.chunked and self.proto._file_socket() >= 0
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Body bytes from a file, with ``os.sendfile`` (``H1Protocol.send_file``)."""
+        if self.head_only or self.no_body or count <= 0 or self.proto.transport is None:
+            return
+        await self.proto.send_file(fd, offset, count)
+
     def end(self) -> None:
         if self.chunked and self.proto.transport is not None:
             self.proto.transport.write(b"0\r\n\r\n")
@@ -738,3 +892,8 @@ H1Protocol.sink_class = H1Sink
 
 async def _run(tunnel: Tunnel) -> None:
     await tunnel.run()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
