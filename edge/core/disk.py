@@ -138,14 +138,16 @@ class FileBody:
     async def send(self, sink: Any, start: int, end: int) -> bool:
         """Send bytes ``start``..``end`` (inclusive) of the body to ``sink``; False when the
         disk failed (the record is dropped; the caller aborts the response)."""
+        by_file = getattr(sink, "can_send_file", False)
         try:
-            if getattr(sink, "can_send_file", False):
+            if by_file:
                 await sink.send_file(self.fd, self.offset + start, end - start + 1)
             else:
                 await self._send_pieces(sink, start, end)
         except DiskBodyError as exc:
             self.tier.failed(self.item, exc)
             return False
+        self.tier.counts["sendfile_bytes" if by_file else "piece_bytes"] += end - start + 1
         return True
 
     async def send_file_to(self, send_file: Callable[[int, int, int], Awaitable[None]]) -> bool:
@@ -156,6 +158,7 @@ class FileBody:
         except DiskBodyError as exc:
             self.tier.failed(self.item, exc)
             return False
+        self.tier.counts["sendfile_bytes"] += self.length
         return True
 
     async def _send_pieces(self, sink: Any, start: int, end: int) -> None:
@@ -273,7 +276,7 @@ class DiskTier:
         self.counts = dict.fromkeys(
             ("hits", "misses", "writes", "write_bytes", "writes_skipped", "write_errors", "corrupt",
              "read_errors", "evictions", "loaded_records", "dropped_at_load", "file_hits",
-             "fast_hits"),
+             "fast_hits", "sendfile_bytes", "piece_bytes"),
             0,
         )  # fmt: skip
 

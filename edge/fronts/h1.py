@@ -185,6 +185,8 @@ class H1Protocol(asyncio.Protocol):
         """The WebSocket tunnel this connection became, if it did."""
         self.tunnels = True
         """Whether a WebSocket upgrade is tunnelled here (not on a sibling worker's socket)."""
+        self.file_sent = 0
+        """Body bytes this connection sent with ``os.sendfile``."""
         self.file_socket = 0
         """The socket's descriptor for ``os.sendfile`` (file bodies); -1 when the transport is
         TLS (or has no socket); 0 until first asked (:meth:`_file_socket`)."""
@@ -344,6 +346,7 @@ class H1Protocol(asyncio.Protocol):
             if sent == 0:
                 raise DiskBodyError(f"the record ends early ({end - offset} bytes missing)")
             offset += sent
+            self.file_sent += sent
             if offset < end:
                 if sent < piece:
                     await self._writable(sock)  # the socket took what it could
