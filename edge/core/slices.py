@@ -241,7 +241,9 @@ class Slices:
                 data: bytes | Changed | None = ready.pop(index, None)
                 if data is None and held and held[0][0] == index:
                     data = held[0][1]
-                if data is None and self.disk is not None and self.memory.slice_data(meta, index) is None:
+                if data is None:
+                    data = self.memory.slice_data(meta, index)
+                if data is None and self.disk is not None:
                     body = await self.disk.slice_body(meta.slice_key(index))
                     if body is not None:  # a large slice: sent from its file, not promoted
                         try:
