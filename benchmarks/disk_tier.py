@@ -106,7 +106,13 @@ async def origin_main(port: int) -> None:
 
 class Edge:
     def __init__(
-        self, origin: str, cache_mib: int, disk: Path | None, disk_mib: int, log: Path, root: str | None = None
+        self,
+        origin: str,
+        cache_mib: int,
+        disk: Path | None,
+        disk_mib: int,
+        log: Path,
+        root: str | None = None,
     ) -> None:
         self.port, self.admin = free_port(), free_port()
         argv = [
@@ -122,7 +128,11 @@ class Edge:
         if root is not None:  # another checkout's edge (e.g. a `git worktree` of the commit before)
             env = {**os.environ, "PYTHONPATH": os.path.abspath(root)}
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env, cwd=root  # noqa: SIM115
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),  # noqa: SIM115
+            env=env,
+            cwd=root,
         )
         wait_port(self.port)
 
@@ -478,8 +488,11 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
     roots = [tuple(r.split("=", 1)) for r in args.edge_root] or [("edge", None)]
     print(f"disk hits vs nginx proxy_cache (both on core 0, wrk -t1 -c16 on core 1; warm: {args.wrk_seconds} s; "
           f"cold: {args.cold_rounds} rounds of every object once, the cache directory evicted before each):")  # fmt: skip
-    print("  (server CPU per request from /proc; p99 of a cold row: the median of its rounds'; edge roots: "
-          + ", ".join(f"{label}={root or '.'}" for label, root in roots) + ")")
+    print(
+        "  (server CPU per request from /proc; p99 of a cold row: the median of its rounds'; edge roots: "
+        + ", ".join(f"{label}={root or '.'}" for label, root in roots)
+        + ")"
+    )
     sizes = [(256 * KiB, 256), (4 * MiB, 32)]
     if args.sizes:
         sizes = [(s, o) for s, o in sizes if f"{s // KiB}k" in args.sizes.split(",")]
@@ -552,7 +565,11 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
                     c_reqs += n
                     p99s.append(p99)
                 p99s.sort()
-                note = "" if left < total // 100 else f" [NOT COLD: {left} of {total} bytes still resident after the eviction]"
+                note = (
+                    ""
+                    if left < total // 100
+                    else f" [NOT COLD: {left} of {total} bytes still resident after the eviction]"
+                )
                 print(f"  {size // KiB:>5} KiB x {objects} {server:>16} cold: {c_reqs / c_time:8.0f} req/s, "
                       f"p99 {p99s[len(p99s) // 2]:7.1f} ms, CPU {1e6 * c_cpu / max(1, c_reqs):6.0f} us/request "
                       f"({c_reqs} requests; resident after eviction: {left} of {total} bytes){note}", flush=True)  # fmt: skip
@@ -577,12 +594,16 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--wrk-seconds", type=int, default=5)
     parser.add_argument("--cold-rounds", type=int, default=5, help="nginx phase: cold rounds (0: none)")
-    parser.add_argument("--cold-seconds", type=int, default=4, help="nginx phase: wrk -d of one cold round (its bound)")
+    parser.add_argument(
+        "--cold-seconds", type=int, default=4, help="nginx phase: wrk -d of one cold round (its bound)"
+    )
     parser.add_argument(
         "--edge-root", action="append", default=[], metavar="LABEL=DIR",
         help="nginx phase: an edge checkout to run (repeatable; default: this one, labelled edge)",
     )  # fmt: skip
-    parser.add_argument("--edge-memory", action="store_true", help="nginx phase: also the objects as memory hits")
+    parser.add_argument(
+        "--edge-memory", action="store_true", help="nginx phase: also the objects as memory hits"
+    )
     parser.add_argument("--sizes", default="", help="nginx phase: 256k,4096k (default both)")
     parser.add_argument(
         "--no-cold-heads", action="store_true", help="skip the slowest rebuild (minutes at 1M)"

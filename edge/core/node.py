@@ -333,13 +333,15 @@ class EdgeCore:
         respond = self.responder
         if entry is None and self.disk is not None:
             found = await self.disk.find(req, key)
-            if found is not None and found[2] is not None:
+            body = found[2] if found is not None else None
+            if found is not None and body is not None:
                 # A large body: sent from its file, not promoted (edge.core.disk.PROMOTE_MAX).
-                stub, _secondary, body = found
+                stub = found[0]
                 try:
                     now = self.clock()
                     if decide_reuse(stub, request_cc, now) is not Reuse.VALIDATE:
-                        await respond.send_file_entry(req, sink, stub, body, now, respond.hit(_ttl(stub, now)))
+                        status = respond.hit(_ttl(stub, now))
+                        await respond.send_file_entry(req, sink, stub, body, now, status)
                         return
                 finally:
                     body.close()

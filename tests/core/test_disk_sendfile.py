@@ -22,7 +22,6 @@ import pytest
 import pytest_asyncio
 
 from edge.cache.disk_format import decode_head
-from edge.core.disk import PROMOTE_MAX
 from edge.fronts.h1 import LIVE
 from edge.wiring.devcert import DevCert
 from tests.support.nodes import Edge, start_edge, start_secure_edge
@@ -261,7 +260,11 @@ async def test_a_record_corrupted_after_start_is_never_sent_over_http2(
     origin.routes["/sliced"] = fixed(200, SLICED, FIELDS)
     directory = tmp_path / "disk"
     flags = {"disk_cache": str(directory), "disk_size": "256MiB", "cache_size": "1MiB"}
-    for slice_size, path, body in (("1MiB", "/sliced", SLICED), ("32MiB", "/whole", WHOLE), ("1MiB", "", b"")):
+    for slice_size, path, body in (
+        ("1MiB", "/sliced", SLICED),
+        ("32MiB", "/whole", WHOLE),
+        ("1MiB", "", b""),
+    ):
         secure = await start_secure_edge(origin.url, dev_cert, slice_size=slice_size, **flags)
         try:
             assert secure.core._disk_start is not None and secure.core.disk is not None
