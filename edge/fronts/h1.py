@@ -16,7 +16,13 @@ Guarantees:
   ``finish`` builds every request; a malformed request gets 400 with a reason, and every
   refusal a closed connection;
 - a body that cannot be completed closes the connection (never a clean short message);
-- a replayed request gets exactly what the parse and ``fresh_hit`` would give it now.
+- a replayed request gets exactly what the parse and ``fresh_hit`` would give it now;
+- a body from a disk record (``edge.core.disk.FileBody``) goes out with ``os.sendfile``
+  on a plain socket (:meth:`H1Protocol.send_file`), never through the transport's buffer,
+  so a client that does not read holds the kernel's socket buffer, not the body; a fresh
+  large record whose head is known is answered in the parser callback like a memory hit
+  (:meth:`H1Protocol._try_disk_hit`); a record failing under ``sendfile`` cuts that response
+  and closes the connection.
 """
 
 from __future__ import annotations
