@@ -377,3 +377,57 @@ async def test_a_disk_failing_mid_sendfile_cuts_that_response_and_the_node_keeps
         assert sha(r.content) == sha(HUGE)
         assert sha((await c.get("/whole")).content) == sha(WHOLE)
     assert node.origin.count("/huge") == 2
+
+
+async def test_sendfile_waits_for_the_bytes_already_in_the_transports_buffer(
+    node: Node, tmp_path: Path
+) -> None:
+    """``send_file`` writes to the socket itself: what the transport still holds (a head, the
+    end of an earlier response) must leave first, or the bytes would interleave. Driven on a
+    real connection of the front, with its transport's buffer filled while the client waits."""
+    await node.start()
+    data = os.urandom(5 << 20)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    before = set(LIVE)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", node.port))  # no request
+    while not LIVE - before:
+        await asyncio.sleep(0)
+    (proto,) = LIVE - before
+    assert proto.transport is not None
+    queued = os.urandom(12 << 20)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(queued) + len(data))
+    proto.transport.write(head + queued)
+    assert proto.transport.get_write_buffer_size() > 0  # more than the kernel took
+    got = bytearray()
+    while len(got) < 2 << 20:  # the client reads some now: the kernel has room, the transport
+        try:  # has not flushed into it yet (it does when the loop next polls)
+            got += sock.recv(1 << 20)
+        except BlockingIOError:
+            break
+    assert got
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        # A task's first step runs before the loop polls: a send_file that did not wait for the
+        # transport's buffer would put the file's bytes into that room, ahead of the queued ones.
+        sending = asyncio.ensure_future(proto.send_file(fd, 0, len(data)))
+        await asyncio.sleep(0)
+        assert proto.file_sent == 0
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            total = len(head) + len(queued) + len(data)
+            async with asyncio.timeout(30):
+                while len(got) < total:
+                    chunk = await reader.read(1 << 20)
+                    assert chunk, "closed early"
+                    got += chunk
+        finally:
+            writer.close()
+        await within(sending, "send_file")
+    finally:
+        os.close(fd)
+    body = bytes(got[len(head) :])
+    assert sha(body[: len(queued)]) == sha(queued) and sha(body[len(queued) :]) == sha(data)
