@@ -187,9 +187,17 @@ class FileBody:
             return
         reading = self._reading
         if reading is not None and not reading.done():
-            reading.add_done_callback(lambda _f: os.close(fd))
+            reading.add_done_callback(lambda f: _close_after(f, fd))
         else:
             os.close(fd)
+
+
+def _close_after(read: asyncio.Future[bytes], fd: int) -> None:
+    """A read nobody awaits any more has ended: close its descriptor (its error, if any, is
+    taken here, not logged as never retrieved)."""
+    if not read.cancelled():
+        read.exception()
+    os.close(fd)
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:
