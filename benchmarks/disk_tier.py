@@ -17,6 +17,12 @@ is derived from its number, so the client checks the sha256 of every response it
 - rebuild: ``--records`` (200,000) synthetic 1 KiB records written with
   ``edge.cache.disk_format``, then a fresh process rebuilds the index (page cache warm,
   and cold when ``/proc/sys/vm/drop_caches`` is writable).
+- nginx: 256 KiB and 4 MiB disk hits (edge memory 1 MiB) against nginx's proxy_cache with
+  ``sendfile on`` and off (its default), each server alone on core 0, wrk on core 1: a warm
+  run, then ``--cold-rounds`` cold rounds, each after ``fdatasync`` + ``POSIX_FADV_DONTNEED``
+  on every file of the server's cache directory (checked with mincore through ``fincore``;
+  the line says NOT COLD when pages stayed), asking for every object once. ``--edge-root
+  LABEL=DIR`` (repeatable) runs other checkouts' edges in the same run (before / after).
 """
 
 from __future__ import annotations
@@ -99,7 +105,15 @@ async def origin_main(port: int) -> None:
 
 
 class Edge:
-    def __init__(self, origin: str, cache_mib: int, disk: Path | None, disk_mib: int, log: Path) -> None:
+    def __init__(
+        self,
+        origin: str,
+        cache_mib: int,
+        disk: Path | None,
+        disk_mib: int,
+        log: Path,
+        root: str | None = None,
+    ) -> None:
         self.port, self.admin = free_port(), free_port()
         argv = [
             sys.executable, "-m", "edge.cli", "serve", "--upstream", origin,
@@ -110,7 +124,16 @@ class Edge:
         if disk is not None:
             argv += ["--disk-cache", str(disk), "--disk-size", f"{disk_mib}MiB"]
         self.log = log
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+        env = None
+        if root is not None:  # another checkout's edge (e.g. a `git worktree` of the commit before)
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(root)}
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "ab"),  # noqa: SIM115
+            env=env,
+            cwd=root,
+        )
         wait_port(self.port)
 
     def stats(self) -> dict[str, object]:
@@ -342,6 +365,7 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     keepalive_requests 10000000;
+    sendfile {sendfile};
     proxy_cache_path {prefix}/cache keys_zone=edge:64m max_size=4g inactive=1h;
     upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
     server {{
@@ -365,6 +389,30 @@ request = function()
     return wrk.format("GET", "/s/{size}/" .. (counter % {objects}))
 end
 """
+WRK_ONCE_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct {{ long tv_sec; long tv_nsec; }} edge_ts; int clock_gettime(int, edge_ts *); ]]
+local ts = ffi.new("edge_ts")
+local function now() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9 end
+counter = 0
+done = 0
+started = nil
+request = function()
+    if started == nil then started = now() end
+    counter = counter + 1
+    return wrk.format("GET", "/s/{size}/" .. (counter % {objects}))
+end
+response = function(status, headers, body)
+    done = done + 1
+    if done == {objects} then
+        io.write(string.format("ELAPSED %.6f\\n", now() - started))
+        io.flush()
+        wrk.thread:stop()
+    end
+end
+"""
+"""A cold round: every object asked once; the time from the first request to the last answer
+is printed by the script (wrk itself waits out its -d and divides by that)."""
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -381,23 +429,93 @@ def _group(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
 
 
+def _files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file()]
+
+
+def evict(directory: Path) -> tuple[int, int]:
+    """Drop ``directory``'s files from the page cache (fdatasync, then POSIX_FADV_DONTNEED: the
+    sandbox cannot write /proc/sys/vm/drop_caches); (bytes of the files, bytes still resident
+    after, by mincore through util-linux ``fincore``)."""
+    files = _files(directory)
+    total = 0
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fdatasync(fd)  # nginx does not sync its cache files: dirty pages would stay
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            total += os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    return total, resident(files)
+
+
+def resident(files: list[Path]) -> int:
+    """Bytes of ``files`` in the page cache (mincore, via ``fincore``)."""
+    out = 0
+    for i in range(0, len(files), 200):
+        run = subprocess.run(
+            ["fincore", "-b", "-n", "-r", "-o", "RES", *map(str, files[i : i + 200])],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        out += sum(int(line) for line in run.stdout.split() if line.isdigit())
+    return out
+
+
+def _wrk(port: int, lua: Path, seconds: float) -> tuple[int, float, float, float | None]:
+    """(requests, req/s, p99 ms, the script's ELAPSED or None) of one wrk run on core 1."""
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(lua),
+         "--timeout", "10s", f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    assert p99 is not None, out
+    ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    elapsed = re.search(r"ELAPSED ([0-9.]+)", out)
+    return reqs, rate, ms, float(elapsed.group(1)) if elapsed else None
+
+
 def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
-    """Disk hits (memory too small to hold the objects) against nginx's proxy_cache on disk."""
+    """Disk hits (memory too small to hold the objects) against nginx's proxy_cache on disk,
+    page cache warm, then cold (both caches' files evicted before each cold round)."""
     origin_port = int(origin.rsplit(":", 1)[1])
-    print("disk hits vs nginx proxy_cache (both on core 0, wrk -t1 -c16 on core 1, page cache warm):")
-    for size, objects in ((256 * KiB, 256), (4 * MiB, 32)):
+    roots = [tuple(r.split("=", 1)) for r in args.edge_root] or [("edge", None)]
+    print(f"disk hits vs nginx proxy_cache (both on core 0, wrk -t1 -c16 on core 1; warm: {args.wrk_seconds} s; "
+          f"cold: {args.cold_rounds} rounds of every object once, the cache directory evicted before each):")  # fmt: skip
+    print(
+        "  (server CPU per request from /proc; p99 of a cold row: the median of its rounds'; edge roots: "
+        + ", ".join(f"{label}={root or '.'}" for label, root in roots)
+        + ")"
+    )
+    sizes = [(256 * KiB, 256), (4 * MiB, 32)]
+    if args.sizes:
+        sizes = [(s, o) for s, o in sizes if f"{s // KiB}k" in args.sizes.split(",")]
+    for size, objects in sizes:
         paths = [f"/s/{size}/{n}" for n in range(objects)]
         lua = work / "disk.lua"
         lua.write_text(WRK_LUA.format(size=size, objects=objects))
-        for server in ("edge", "edge-memory", "nginx"):
-            if server == "edge":  # memory too small: every hit is read from disk
-                d = work / "nginx-cmp-disk"
-                shutil.rmtree(d, ignore_errors=True)
-                edge = Edge(origin, 1, d, 2048, work / "edge-nginx.log")
-                edge.rebuilt_in()
+        once = work / "once.lua"
+        once.write_text(WRK_ONCE_LUA.format(size=size, objects=objects))
+        servers: list[tuple[str, str | None]] = [(f"{label}", root) for label, root in roots]
+        if args.edge_memory:
+            servers.append(("edge-memory", roots[0][1]))
+        servers += [("nginx", None), ("nginx-nosendfile", None)]
+        for server, root in servers:
+            directory: Path | None = None
+            if server == "edge-memory":  # the same objects as memory hits, for the disk's share
+                edge = Edge(origin, 1024, None, 0, work / "edge-nginx.log", root)
                 port, proc = edge.port, edge.proc
-            elif server == "edge-memory":  # the same objects as memory hits, for the disk's share
-                edge = Edge(origin, 1024, None, 0, work / "edge-nginx.log")
+            elif not server.startswith("nginx"):  # memory too small: every hit is read from disk
+                directory = work / "nginx-cmp-disk"
+                shutil.rmtree(directory, ignore_errors=True)
+                edge = Edge(origin, 1, directory, 2048, work / "edge-nginx.log", root)
+                edge.rebuilt_in()
                 port, proc = edge.port, edge.proc
             else:
                 prefix = work / "nginx"
@@ -405,10 +523,12 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
                 prefix.mkdir()
                 port = free_port()
                 (prefix / "nginx.conf").write_text(
-                    NGINX.format(prefix=prefix, origin_port=origin_port, port=port)
-                )
+                    NGINX.format(prefix=prefix, origin_port=origin_port, port=port,
+                                 sendfile="on" if server == "nginx" else "off")
+                )  # fmt: skip
                 proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
                 wait_port(port)
+                directory = prefix / "cache"
             subprocess.run(["taskset", "-pc", "0", str(proc.pid)], capture_output=True, check=False)
             for pid in _group(proc.pid):
                 subprocess.run(["taskset", "-pc", "0", str(pid)], capture_output=True, check=False)
@@ -416,30 +536,48 @@ def phase_nginx(args: argparse.Namespace, work: Path, origin: str) -> None:
                 for _ in range(2):  # stored, then a hit (the edge: from disk, memory holds 1 MiB)
                     for path in paths:
                         c.get(path)
-            if server.startswith("edge"):
+            if not server.startswith("nginx"):
                 edge_stats_before = edge.stats()
             pids = _group(proc.pid)
             cpu0 = _cpu_seconds(pids)
-            out = subprocess.run(
-                ["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{args.wrk_seconds}s", "--latency", "-s", str(lua),
-                 f"http://127.0.0.1:{port}"],
-                capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
+            reqs, rate, p99, _ = _wrk(port, lua, args.wrk_seconds)
             cpu = _cpu_seconds(pids) - cpu0
-            reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-            rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-            p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
             extra = ""
-            if server == "edge":
+            if server != "edge-memory" and not server.startswith("nginx"):
                 after = edge.stats()
-                extra = f", disk hits during the run {int(after['disk_hits']) - int(edge_stats_before['disk_hits'])}"  # type: ignore[call-overload]
-            if server.startswith("edge"):
+                extra = f", disk hits {int(after['disk_hits']) - int(edge_stats_before['disk_hits'])}"  # type: ignore[call-overload]
+                if "disk_fast_hits" in after:
+                    extra += f" (fast {int(after['disk_fast_hits']) - int(edge_stats_before.get('disk_fast_hits', 0))})"  # type: ignore[call-overload]
+            print(f"  {size // KiB:>5} KiB x {objects} {server:>16} warm: {rate:8.0f} req/s, p99 {p99:7.1f} ms, "
+                  f"CPU {1e6 * cpu / max(1, reqs):6.0f} us/request{extra}", flush=True)  # fmt: skip
+            if directory is not None and args.cold_rounds:
+                c_reqs, c_cpu, c_time, p99s, left, total = 0, 0.0, 0.0, [], 0, 0
+                for _ in range(args.cold_rounds):
+                    total, left_now = evict(directory)
+                    left = max(left, left_now)
+                    cpu0 = _cpu_seconds(pids)
+                    n, _rate, p99, elapsed = _wrk(port, once, args.cold_seconds)
+                    c_cpu += _cpu_seconds(pids) - cpu0
+                    if elapsed is None:
+                        print(f"  {server}: a cold round did not finish in {args.cold_seconds} s")
+                        elapsed = float(args.cold_seconds)
+                    c_time += elapsed
+                    c_reqs += n
+                    p99s.append(p99)
+                p99s.sort()
+                note = (
+                    ""
+                    if left < total // 100
+                    else f" [NOT COLD: {left} of {total} bytes still resident after the eviction]"
+                )
+                print(f"  {size // KiB:>5} KiB x {objects} {server:>16} cold: {c_reqs / c_time:8.0f} req/s, "
+                      f"p99 {p99s[len(p99s) // 2]:7.1f} ms, CPU {1e6 * c_cpu / max(1, c_reqs):6.0f} us/request "
+                      f"({c_reqs} requests; resident after eviction: {left} of {total} bytes){note}", flush=True)  # fmt: skip
+            if not server.startswith("nginx"):
                 edge.stop()
             else:
                 proc.terminate()
                 proc.wait(10)
-            print(f"  {size // KiB:>5} KiB x {objects} {server:>11}: {rate:8.0f} req/s, p99 {p99}, "
-                  f"server CPU {1e6 * cpu / max(1, reqs):.0f} us/request{extra}")  # fmt: skip
 
 
 def main() -> None:
@@ -455,6 +593,18 @@ def main() -> None:
     parser.add_argument("--kill-after", type=float, default=4.0)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--wrk-seconds", type=int, default=5)
+    parser.add_argument("--cold-rounds", type=int, default=5, help="nginx phase: cold rounds (0: none)")
+    parser.add_argument(
+        "--cold-seconds", type=int, default=4, help="nginx phase: wrk -d of one cold round (its bound)"
+    )
+    parser.add_argument(
+        "--edge-root", action="append", default=[], metavar="LABEL=DIR",
+        help="nginx phase: an edge checkout to run (repeatable; default: this one, labelled edge)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--edge-memory", action="store_true", help="nginx phase: also the objects as memory hits"
+    )
+    parser.add_argument("--sizes", default="", help="nginx phase: 256k,4096k (default both)")
     parser.add_argument(
         "--no-cold-heads", action="store_true", help="skip the slowest rebuild (minutes at 1M)"
     )

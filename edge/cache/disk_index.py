@@ -55,7 +55,11 @@ class Item:
     body_length: int
     tags: frozenset[bytes] = field(default_factory=frozenset)
     verified: bool = False
-    """Read and checked since this process wrote or loaded it (objects loaded at start are not)."""
+    """Checked since this process wrote or loaded it (objects loaded at start are not), and no
+    sampled check of its digest is due (``edge.core.disk``: one read in ``VERIFY_EVERY``)."""
+    inode: int = 0
+    """The file's inode when this process wrote or checked it (0: not yet): a file renamed over
+    the name since is another inode, so its body is never sent under this item's head."""
 
     @property
     def fingerprint(self) -> tuple[float, int, float]:

@@ -111,6 +111,10 @@ class MemoryTier:
         if self.lower is not None:
             self.lower.spill(entry, secondary)  # written through once, so a restart finds it
 
+    def holds_key(self, key: bytes) -> bool:
+        """Whether a response (or variants) is stored under primary key ``key`` (not a use)."""
+        return self.lru.peek(key) is not None
+
     def holds(self, entry: Entry) -> bool:
         """Whether ``entry`` is still stored (itself, or as one of its URL's variants)."""
         current = self.lru.peek(entry.key)

@@ -26,6 +26,15 @@ Rules this module guarantees:
   memory meanwhile. A failing read is a miss.
 - **Bounded.** At most ``MAX_PENDING_BYTES`` of bodies wait to be written; an eviction
   beyond that is not written (``disk_writes_skipped``).
+- **Large bodies are sent from the file, never read whole.** A record whose body is over
+  ``PROMOTE_MAX`` is answered as a :class:`FileBody` (an open descriptor, the body's offset
+  and length; not promoted to memory): ``os.sendfile`` where the sink can
+  (``send_file``: cleartext HTTP/1.1), else read ``READ_PIECE`` at a time in the pool as the
+  client takes it, one piece read ahead. Before a byte of it is sent, the file's length is
+  checked (always) and, when due (first read since start, one in ``VERIFY_EVERY``), the
+  body's digest, read in pieces in the pool. A body that fails while it is sent (short,
+  or an error reading it) drops the record; the sink is aborted. Smaller records are read
+  whole and promoted (the memory store's policy decides, as for any new entry).
 - **Workers.** ``owns(key)`` says whether this worker owns a key (rendezvous over the
   node's workers): only the owner writes, reads and loads it, so workers sharing one
   directory never write the same file; other workers reach the key through the owner.
@@ -40,10 +49,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from edge.cache.disk_format import (
     KIND_ENTRY,
@@ -76,7 +88,7 @@ from edge.cache.key import accepts_coding, secondary_key
 from edge.cache.slices import SliceMeta, meta_key
 from edge.http.message import Request
 
-__all__ = ["DiskTier"]
+__all__ = ["DiskTier", "FileBody"]
 
 log = logging.getLogger("edge.disk")
 
@@ -90,6 +102,113 @@ LOAD_BATCH = 20_000
 """Records indexed per event-loop turn at start."""
 SNAPSHOT_EVERY = 60.0
 """Seconds between index snapshots (when the index changed), besides one at a clean stop."""
+PROMOTE_MAX = 64 * 1024
+"""Largest body a disk hit reads into memory and promotes; a larger one is sent from its file
+(``FileBody``) and stays on disk, where the page cache keeps it warm while it is popular."""
+READ_PIECE = 256 * 1024
+"""Bytes read per pool call when a file body goes to a sink that cannot ``send_file``, and per
+call when a body's digest is checked."""
+STUBS = 4096
+"""Heads (body-less entries) of large records kept in memory, so a repeated disk hit neither
+reads nor decodes its head (least recently used out)."""
+NO_FD = -1
+
+
+class DiskBodyError(OSError):
+    """The record's body could not be sent whole: the file ended early or could not be read."""
+
+
+class FileBody:
+    """The body of a record, sent from its file: ``length`` bytes at ``offset`` of ``fd``.
+
+    The owner calls :meth:`close` when done (also when cancelled); a read still running in the
+    pool closes the descriptor when it ends, never under it.
+    """
+
+    __slots__ = ("_reading", "fd", "item", "length", "offset", "tier")
+
+    def __init__(self, tier: DiskTier, item: Item, fd: int, offset: int, length: int) -> None:
+        self.tier = tier
+        self.item = item
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+        self._reading: asyncio.Future[bytes] | None = None
+
+    async def send(self, sink: Any, start: int, end: int) -> bool:
+        """Send bytes ``start``..``end`` (inclusive) of the body to ``sink``; False when the
+        disk failed (the record is dropped; the caller aborts the response)."""
+        by_file = getattr(sink, "can_send_file", False)
+        try:
+            if by_file:
+                await sink.send_file(self.fd, self.offset + start, end - start + 1)
+            else:
+                await self._send_pieces(sink, start, end)
+        except DiskBodyError as exc:
+            self.tier.failed(self.item, exc)
+            return False
+        self.tier.counts["sendfile_bytes" if by_file else "piece_bytes"] += end - start + 1
+        return True
+
+    async def send_file_to(self, send_file: Callable[[int, int, int], Awaitable[None]]) -> bool:
+        """The whole body through ``send_file(fd, offset, count)`` (a front's own sendfile);
+        False when the disk failed (the record is dropped; the caller aborts the response)."""
+        try:
+            await send_file(self.fd, self.offset, self.length)
+        except DiskBodyError as exc:
+            self.tier.failed(self.item, exc)
+            return False
+        self.tier.counts["sendfile_bytes"] += self.length
+        return True
+
+    async def _send_pieces(self, sink: Any, start: int, end: int) -> None:
+        """Pieces of ``READ_PIECE`` read in the pool as the sink takes them, one read ahead."""
+        loop = asyncio.get_running_loop()
+        pool = self.tier.pool
+        fd, base = self.fd, self.offset
+        pos, stop = start, end + 1
+        ahead: asyncio.Future[bytes] | None = None
+        while pos < stop:
+            n = min(READ_PIECE, stop - pos)
+            reading = ahead or loop.run_in_executor(pool, _pread, fd, n, base + pos)
+            self._reading = reading
+            data = await reading
+            pos += n
+            ahead = None
+            if pos < stop:  # the next piece is read while this one is written
+                ahead = loop.run_in_executor(pool, _pread, fd, min(READ_PIECE, stop - pos), base + pos)
+                self._reading = ahead
+            await sink.write(data)
+        self._reading = None
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, NO_FD
+        if fd == NO_FD:
+            return
+        reading = self._reading
+        if reading is not None and not reading.done():
+            reading.add_done_callback(lambda f: _close_after(f, fd))
+        else:
+            os.close(fd)
+
+
+def _close_after(read: asyncio.Future[bytes], fd: int) -> None:
+    """A read nobody awaits any more has ended: close its descriptor (its error, if any, is
+    taken here, not logged as never retrieved)."""
+    if not read.cancelled():
+        read.exception()
+    os.close(fd)
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """(thread) Exactly ``n`` bytes at ``offset``, or DiskBodyError."""
+    try:
+        data = os.pread(fd, n, offset)
+    except OSError as exc:
+        raise DiskBodyError(exc.errno, f"reading the body failed: {exc.strerror}") from None
+    if len(data) != n:
+        raise DiskBodyError(f"the body ends early ({len(data)} of {n} bytes at {offset})")
+    return data
 
 
 def _unlink(path: Path) -> None:
@@ -159,9 +278,13 @@ class DiskTier:
         self.loaded = False
         self.load_seconds = 0.0
         self._reads = 0
+        self.stubs: OrderedDict[str, tuple[Item, Entry]] = OrderedDict()
+        """Large records' entries without body, by file name (``STUBS``; valid while the index
+        holds the same item)."""
         self.counts = dict.fromkeys(
             ("hits", "misses", "writes", "write_bytes", "writes_skipped", "write_errors", "corrupt",
-             "read_errors", "evictions", "loaded_records", "dropped_at_load"),
+             "read_errors", "evictions", "loaded_records", "dropped_at_load", "file_hits",
+             "fast_hits", "sendfile_bytes", "piece_bytes"),
             0,
         )  # fmt: skip
 
@@ -399,13 +522,16 @@ class DiskTier:
                 while view:
                     view = view[os.write(fd, view) :]
             os.fdatasync(fd)
+            inode = os.fstat(fd).st_ino
         except BaseException:
             os.close(fd)
             _unlink(tmp)
             raise
         os.close(fd)
         os.rename(tmp, path)
-        return item_of(name, head, verified=True)
+        item = item_of(name, head, verified=True)
+        item.inode = inode
+        return item
 
     def _written(self, future: asyncio.Future[Item], size: int, gen: int) -> None:
         self.pending_bytes -= size
@@ -448,21 +574,70 @@ class DiskTier:
             self.pool.submit(_unlink_all, paths)
 
     # -- reads -----------------------------------------------------------------------------
-    async def find(self, req: Request, key: bytes) -> tuple[Entry, bytes] | None:
-        """The stored response on disk matching ``req`` (read and checked in a thread) and its
-        secondary key, or None."""
-        variants = self.index.variants(key)
-        item = None
-        if variants is not None:
-            for candidate in variants.values():
-                if not candidate.vary or secondary_key(req, candidate.vary) == candidate.secondary:
-                    item = candidate
-                    break
-        entry = await self._get(item, KIND_ENTRY)
-        if type(entry) is not Entry or not accepts_coding(req, entry.negotiated):
+    def _choose(self, req: Request, key: bytes) -> Item | None:
+        """The record of ``key`` whose secondary key ``req`` selects (no I/O)."""
+        found = self.index.by_key.get(key)
+        if found is None:
+            return None
+        if type(found) is Item:
+            if not found.vary or secondary_key(req, found.vary) == found.secondary:
+                return found
+            return None
+        assert type(found) is dict
+        for candidate in found.values():
+            if not candidate.vary or secondary_key(req, candidate.vary) == candidate.secondary:
+                return candidate
+        return None
+
+    async def find(
+        self, req: Request, key: bytes, whole: bool = False
+    ) -> tuple[Entry, bytes, FileBody | None] | None:
+        """The stored response on disk matching ``req``, its secondary key and, for a body over
+        ``PROMOTE_MAX`` (unless ``whole``), the :class:`FileBody` to send it from (the entry
+        then has no body; the caller closes it); or None."""
+        item = self._choose(req, key)
+        if item is not None and not whole and item.body_length > PROMOTE_MAX:
+            opened = await self._open(item, KIND_ENTRY)
+            if opened is None:
+                return None
+            entry, body = opened
+            assert entry is not None
+            if not accepts_coding(req, entry.negotiated):
+                body.close()
+                return None
+            return entry, item.secondary, body
+        value = await self._get(item, KIND_ENTRY)
+        if type(value) is not Entry or not accepts_coding(req, value.negotiated):
             return None
         assert item is not None
-        return entry, item.secondary
+        return value, item.secondary, None
+
+    def fast_hit(self, req: Request, key: bytes, now: float) -> tuple[Entry, FileBody] | None:
+        """A fresh large record for ``req`` whose head is in memory and whose body is sent from
+        its file now, without the pool (no check of its digest due); else None. Never awaits."""
+        item = self._choose(req, key)
+        if item is None or item.body_length <= PROMOTE_MAX or now >= item.fresh_until:
+            return None
+        stub = self.stubs.get(item.name)
+        if stub is None or stub[0] is not item:
+            return None
+        entry = stub[1]
+        if now >= entry.fresh_until or (
+            entry.negotiated is not None and not accepts_coding(req, entry.negotiated)
+        ):
+            return None
+        if not item.verified or self._due(item):
+            return None  # this read checks the digest: the full path does it in the pool
+        body = self._open_now(item)
+        if body is None:
+            return None
+        self.index.touch(item)
+        self.stubs.move_to_end(item.name)
+        counts = self.counts
+        counts["hits"] += 1
+        counts["file_hits"] += 1
+        counts["fast_hits"] += 1
+        return entry, body
 
     async def find_meta(self, key: bytes) -> SliceMeta | None:
         """The description of the sliced object at primary key ``key``, or None."""
@@ -471,6 +646,20 @@ class DiskTier:
         assert meta is None or type(meta) is SliceMeta
         return meta
 
+    def has_slice(self, key: bytes) -> bool:
+        """Whether a slice record sent from its file (see :meth:`slice_body`) is indexed."""
+        item = self.index.by_key.get(key)
+        return type(item) is Item and item.body_length > PROMOTE_MAX
+
+    async def slice_body(self, key: bytes) -> FileBody | None:
+        """The bytes stored under slice key ``key`` as a :class:`FileBody` when over
+        ``PROMOTE_MAX`` (not promoted), else None (then :meth:`find_slice` reads them)."""
+        item = self.index.by_key.get(key)
+        if type(item) is not Item or item.body_length <= PROMOTE_MAX:
+            return None
+        opened = await self._open(item, KIND_SLICE)
+        return None if opened is None else opened[1]
+
     async def find_slice(self, key: bytes) -> bytes | None:
         """The bytes stored under slice key ``key``, or None."""
         item = (self.index.variants(key) or {}).get(b"")
@@ -478,37 +667,101 @@ class DiskTier:
         assert data is None or type(data) is bytes
         return data
 
-    async def _get(self, item: Item | None, kind: int) -> Entry | SliceMeta | bytes | None:
-        if item is None or not self.owns(_primary(item.key)):
-            self.counts["misses"] += 1
-            return None
+    def _due(self, item: Item) -> bool:
+        """Count a read of ``item``; whether it must check the body's digest (not checked since
+        the start, or this read is the sample: then ``item.verified`` stays False until a read
+        has checked it, whichever path that read takes)."""
         self._reads += 1
-        verify = not item.verified or self._reads % VERIFY_EVERY == 0
-        loop = asyncio.get_running_loop()
+        if self._reads % VERIFY_EVERY == 0:
+            item.verified = False
+        return not item.verified
+
+    def _drop(self, item: Item, exc: BaseException) -> None:
+        corrupt = isinstance(exc, CorruptRecord) or getattr(exc, "errno", None) == errno.ENOENT
+        self.counts["corrupt" if corrupt else "read_errors"] += 1
+        log.warning("disk cache: dropping %s (%s): %s", item.name, item.key.decode("latin-1"), exc)
+        self.stubs.pop(item.name, None)
+        if self.index.remove(item):
+            self._unlink_later([item])
+
+    def failed(self, item: Item, exc: BaseException) -> None:
+        """A body being sent from ``item``'s file could not be read whole: drop the record."""
+        self._drop(item, exc)
+
+    def _open_now(self, item: Item) -> FileBody | None:
+        """``item``'s body as a FileBody, opened on the loop (a checked record: its length is
+        checked, not its digest); None when the file is not the one checked (the caller asks
+        the pool) or is gone or of another length (then the record is dropped)."""
         try:
-            value = await loop.run_in_executor(self.pool, self._read, item, verify, kind)
-        except (CorruptRecord, OSError) as exc:
-            corrupt = isinstance(exc, CorruptRecord) or getattr(exc, "errno", None) == errno.ENOENT
-            self.counts["corrupt" if corrupt else "read_errors"] += 1
-            log.warning("disk cache: dropping %s (%s): %s", item.name, item.key.decode("latin-1"), exc)
-            if self.index.remove(item):
-                self._unlink_later([item])
+            fd = os.open(self._path(item.name), os.O_RDONLY)
+        except OSError as exc:
+            self._drop(item, exc)
             return None
-        if self.index.by_name.get(item.name) is not item:  # purged or replaced meanwhile
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            self._drop(item, exc)
+            return None
+        if st.st_ino != item.inode:
+            os.close(fd)  # renamed over since it was checked: the pool reads its head
+            return None
+        if st.st_size != item.size:
+            os.close(fd)
+            self._drop(item, CorruptRecord(f"file is {st.st_size} bytes, the index says {item.size}"))
+            return None
+        return FileBody(self, item, fd, item.size - item.body_length, item.body_length)
+
+    async def _open(self, item: Item, kind: int) -> tuple[Entry | None, FileBody] | None:
+        """``item``'s entry without body (KIND_ENTRY; None for a slice) and its FileBody: opened
+        on the loop when its head is known and no digest check is due, else in the pool (head
+        read and checked, length, and the digest when due)."""
+        if not self.owns(_primary(item.key)):
             self.counts["misses"] += 1
             return None
-        item.verified = True
+        stub = self.stubs.get(item.name) if kind == KIND_ENTRY else None
+        if stub is not None and stub[0] is not item:
+            stub = None
+        due = self._due(item)
+        body: FileBody | None = None
+        entry: Entry | None = None
+        if not due and (kind != KIND_ENTRY or stub is not None) and item.inode:
+            body = self._open_now(item)
+            if body is None and self.index.by_name.get(item.name) is not item:
+                return None  # dropped
+            entry = stub[1] if stub is not None else None
+        if body is None:
+            loop = asyncio.get_running_loop()
+            try:
+                opened = await loop.run_in_executor(self.pool, self._open_record, item, due, kind)
+            except (CorruptRecord, OSError) as exc:
+                self._drop(item, exc)
+                return None
+            if opened is None or self.index.by_name.get(item.name) is not item:
+                if opened is not None:
+                    os.close(opened[0])
+                self.counts["misses"] += 1  # replaced, purged or evicted meanwhile
+                return None
+            fd, head, inode = opened
+            item.verified = True
+            item.inode = inode
+            body = FileBody(self, item, fd, head.head_length, head.body_length)
+            if kind == KIND_ENTRY:
+                entry = to_entry(head, b"")
+                self.stubs[item.name] = (item, entry)
+                if len(self.stubs) > STUBS:
+                    self.stubs.popitem(last=False)
+        if entry is not None and item.fresh_until == float("-inf"):  # soft-purged since written
+            entry.fresh_until = item.fresh_until
         self.index.touch(item)
-        if item.fresh_until == float("-inf"):  # soft-purged since it was written
-            if type(value) is Entry:
-                value.fresh_until = item.fresh_until
-            elif type(value) is SliceMeta:
-                value.entry.fresh_until = item.fresh_until
         self.counts["hits"] += 1
-        return value
+        self.counts["file_hits"] += 1
+        return entry, body
 
-    def _read(self, item: Item, verify: bool, kind: int) -> Entry | SliceMeta | bytes:
-        """(thread) The record's value; CorruptRecord unless it is whole (and, if asked, verified)."""
+    def _open_record(self, item: Item, verify: bool, kind: int) -> tuple[int, RecordHead, int] | None:
+        """(thread) The open file of ``item``, its head and inode, checked: head, length and (if
+        ``verify``) the body's digest, read in pieces; None when the file holds another version
+        of the same key (renamed over it, not yet indexed); CorruptRecord when it is not whole."""
         fd = os.open(self._path(item.name), os.O_RDONLY)
         try:
             data = os.pread(fd, HEAD_READ, 0)
@@ -518,7 +771,67 @@ class DiskTier:
             head = decode_head(data)
             if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
                 raise CorruptRecord("another object's record")
-            if os.fstat(fd).st_size != total + head.body_length:
+            st = os.fstat(fd)
+            if st.st_size != total + head.body_length:
+                raise CorruptRecord("file length differs from the head's")
+            if (head.response_time, head.body_length) != (item.response_time, item.body_length):
+                os.close(fd)
+                return None
+            if verify:
+                digest = xxhash.xxh3_128()
+                pos, end = total, total + head.body_length
+                while pos < end:
+                    chunk = os.pread(fd, min(4 * READ_PIECE, end - pos), pos)
+                    if not chunk:
+                        raise CorruptRecord("body shorter than its length")
+                    digest.update(chunk)
+                    pos += len(chunk)
+                if digest.digest() != head.body_digest:
+                    raise CorruptRecord("body digest differs")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, head, st.st_ino
+
+    async def _get(self, item: Item | None, kind: int) -> Entry | SliceMeta | bytes | None:
+        if item is None or not self.owns(_primary(item.key)):
+            self.counts["misses"] += 1
+            return None
+        verify = self._due(item)
+        loop = asyncio.get_running_loop()
+        try:
+            value, inode = await loop.run_in_executor(self.pool, self._read, item, verify, kind)
+        except (CorruptRecord, OSError) as exc:
+            self._drop(item, exc)
+            return None
+        if self.index.by_name.get(item.name) is not item:  # purged or replaced meanwhile
+            self.counts["misses"] += 1
+            return None
+        item.verified = True
+        item.inode = inode
+        self.index.touch(item)
+        if item.fresh_until == float("-inf"):  # soft-purged since it was written
+            if type(value) is Entry:
+                value.fresh_until = item.fresh_until
+            elif type(value) is SliceMeta:
+                value.entry.fresh_until = item.fresh_until
+        self.counts["hits"] += 1
+        return value
+
+    def _read(self, item: Item, verify: bool, kind: int) -> tuple[Entry | SliceMeta | bytes, int]:
+        """(thread) The record's value and inode; CorruptRecord unless it is whole (and, if
+        asked, verified)."""
+        fd = os.open(self._path(item.name), os.O_RDONLY)
+        try:
+            data = os.pread(fd, HEAD_READ, 0)
+            total = head_length(data[: PREFIX.size])
+            if total > len(data):
+                data += os.pread(fd, total - len(data), len(data))
+            head = decode_head(data)
+            if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
+                raise CorruptRecord("another object's record")
+            st = os.fstat(fd)
+            if st.st_size != total + head.body_length:
                 raise CorruptRecord("file length differs from the head's")
             # The body read on its own: one copy from the page cache, none to cut it out.
             body = os.pread(fd, head.body_length, total) if head.body_length else b""
@@ -529,11 +842,11 @@ class DiskTier:
         elif len(body) != head.body_length:
             raise CorruptRecord("body length differs")
         if kind == KIND_SLICE:
-            return body
+            return body, st.st_ino
         if kind == KIND_META:
             head.key = _primary(head.key)  # the record's key is the description's, the entry's the URL's
-            return SliceMeta(to_entry(head, body), head.object_length, head.slice_size, head.token)
-        return to_entry(head, body)
+            return SliceMeta(to_entry(head, body), head.object_length, head.slice_size, head.token), st.st_ino
+        return to_entry(head, body), st.st_ino
 
     # -- forgetting ------------------------------------------------------------------------
     def forget(self, key: bytes) -> None:

@@ -47,7 +47,7 @@ from edge.config import Config, parse_ttl_rules
 from edge.core.challenges import Challenges
 from edge.core.clients import ClientLimits
 from edge.core.codings import Compressor
-from edge.core.disk import DiskTier
+from edge.core.disk import DiskTier, FileBody
 from edge.core.fills import Fills
 from edge.core.forward import Forwarder
 from edge.core.gateway import Gateway, build_router
@@ -219,6 +219,21 @@ class EdgeCore:
             return self.compressor.representation(entry, req)
         return entry
 
+    def disk_hit(self, req: Request, now: float) -> tuple[Entry, FileBody] | None:
+        """For a request :meth:`fresh_hit` answered None: a fresh large record on disk whose
+        body is sent from its file (``DiskTier.fast_hit``), when memory holds nothing under
+        the key (else :meth:`serve` decides). Never awaits; the caller closes the body."""
+        disk = self.disk
+        if disk is None:
+            return None
+        method = req.method
+        if (method != GET and method != HEAD) or not req.fields.keys().isdisjoint(FAST_HIT_BLOCKERS):
+            return None
+        key = primary_key(req)
+        if self.memory.holds_key(key):
+            return None
+        return disk.fast_hit(req, key, now)
+
     def hit_route(self, req: Request, entry: Entry) -> HitRoute | None:
         """What keeps ``entry``, just returned by :meth:`fresh_hit` for ``req``, the answer to
         every request identical to ``req`` (see :class:`HitRoute`); None when it is not final
@@ -315,13 +330,27 @@ class EdgeCore:
         key = primary_key(req)
         request_cc = request_directives(req)
         entry, has_variants = self.memory.response(req, key)
+        respond = self.responder
         if entry is None and self.disk is not None:
             found = await self.disk.find(req, key)
+            body = found[2] if found is not None else None
+            if found is not None and body is not None:
+                # A large body: sent from its file, not promoted (edge.core.disk.PROMOTE_MAX).
+                stub = found[0]
+                try:
+                    now = self.clock()
+                    if decide_reuse(stub, request_cc, now) is not Reuse.VALIDATE:
+                        status = respond.hit(_ttl(stub, now))
+                        await respond.send_file_entry(req, sink, stub, body, now, status)
+                        return
+                finally:
+                    body.close()
+                # To be revalidated: read whole and promoted, then as any stored entry below.
+                found = await self.disk.find(req, key, whole=True)
             if found is not None:  # promoted to memory as any new entry (the store's policy)
                 entry, has_variants = found[0], bool(found[0].vary)
                 self.memory.put_response(entry, found[1])
                 now = self.clock()
-        respond = self.responder
         if entry is not None:
             reuse = decide_reuse(entry, request_cc, now)
             ttl = _ttl(entry, now)

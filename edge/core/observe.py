@@ -175,6 +175,14 @@ class Recorder:
         self.sent += len(data)
         await self.sink.write(data)
 
+    @property
+    def can_send_file(self) -> bool:
+        return bool(getattr(self.sink, "can_send_file", False))
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        self.sent += count
+        await self.sink.send_file(fd, offset, count)
+
     def end(self) -> None:
         self.sink.end()
 

@@ -21,6 +21,7 @@ from edge.cache.conditional import NOT_MODIFIED_FIELDS, is_not_modified
 from edge.cache.entry import Entry
 from edge.cache.status import CacheStatus, Fwd
 from edge.core.codings import Compressor
+from edge.core.disk import FileBody
 from edge.core.sink import ResponseSink
 from edge.http.dates import format_http_date
 from edge.http.fields import Headers, declared_length, get_one
@@ -104,6 +105,36 @@ class Responder:
         if req.method != HEAD:
             await sink.write(body)
         sink.end()
+
+    async def send_file_entry(
+        self, req: Request, sink: ResponseSink, entry: Entry, body: FileBody, now: float, status: CacheStatus
+    ) -> None:
+        """A stored response whose body is in a file (``entry`` has none; ``body`` is sent by
+        ``FileBody.send``: sendfile or pieces), as a 200, 304, 206 or 416, in identity (disk
+        records have no compressed siblings). A body the disk fails to give cuts the response."""
+        headers = [
+            *entry.headers,
+            (b"Age", b"%d" % entry.age(now)),
+            (b"Cache-Status", bytes(status)),
+            (b"X-Cache", b"HIT"),
+        ]
+        if self.not_modified(req, sink, entry.status, entry.headers, headers):
+            return
+        length = body.length
+        plan = self.range_plan(req, entry.status, length, entry.headers)
+
+        async def write(start: int, end: int) -> bool:
+            if await body.send(sink, start, end):
+                return True
+            sink.abort()
+            return False
+
+        if plan is not None:
+            await self.send_parts(sink, plan, headers, length, write)
+            return
+        sink.start(entry.status, entry.reason, headers, length)
+        if req.method == HEAD or not length or await write(0, length - 1):
+            sink.end()
 
     def range_plan(self, req: Request, status: int, length: int, fields: Headers) -> RangeResult | None:
         """The ranges to send instead of the whole 200, or None to send it whole."""

@@ -239,8 +239,23 @@ class Slices:
                     await sink.write(memoryview(loose[1])[lo - loose[0] : hi - loose[0] + 1])
                     continue
                 data: bytes | Changed | None = ready.pop(index, None)
+                if data is None and held and held[0][0] == index:
+                    data = held[0][1]
                 if data is None:
-                    data = held[0][1] if held and held[0][0] == index else await self.fetch(req, meta, index)
+                    data = self.memory.slice_data(meta, index)
+                if data is None and self.disk is not None:
+                    body = await self.disk.slice_body(meta.slice_key(index))
+                    if body is not None:  # a large slice: sent from its file, not promoted
+                        try:
+                            sent = await body.send(sink, lo - first, hi - first)
+                        finally:
+                            body.close()
+                        if not sent:
+                            sink.abort()  # the disk failed mid-slice: the record is dropped
+                            return False
+                        continue
+                if data is None:
+                    data = await self.fetch(req, meta, index)
                 if not isinstance(data, bytes):
                     sink.abort()  # the object changed or the upstream failed mid-object
                     return False
@@ -267,8 +282,10 @@ class Slices:
                 lo, hi = max(start, first), min(end, last)
                 if loose is not None and loose[0] <= lo and hi < loose[0] + len(loose[1]):
                     continue
-                if self.memory.slice_data(meta, index) is None:
-                    return index
+                if self.memory.slice_data(meta, index) is None and not (
+                    self.disk is not None and self.disk.has_slice(meta.slice_key(index))
+                ):
+                    return index  # (a slice the disk sends from its file is not fetched first)
         return None
 
     async def revalidate(self, req: Request, meta: SliceMeta) -> SliceMeta | None:

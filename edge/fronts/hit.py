@@ -70,17 +70,22 @@ class WireHitHead(HitHead[bytes]):
 
     __slots__ = ()
 
-    def __init__(self, entry: Entry, tail: bytes, tally: FrontTally | None = None) -> None:
+    def __init__(
+        self, entry: Entry, tail: bytes, tally: FrontTally | None = None, length: int | None = None
+    ) -> None:
         """``tail``: serialised fields every hit on the listener carries (X-Cache, Alt-Svc);
-        ``tally``: where the hits counted on this head are summed."""
+        ``tally``: where the hits counted on this head are summed; ``length``: the body's
+        length when it is not ``entry.body`` (a disk record sent from its file)."""
         status = entry.status
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, entry.reason or reason_phrase(status))]
         for name, value in entry.headers:
             lines.append(name + b": " + value + b"\r\n")
         if status not in NO_BODY_STATUSES and status >= 200:
-            lines.append(b"Content-Length: %d\r\n" % len(entry.body))
+            lines.append(b"Content-Length: %d\r\n" % (len(entry.body) if length is None else length))
         lines.append(tail)
         super().__init__(b"".join(lines), b"", entry, tally)
+        if length is not None:
+            self.length = length
 
     def refresh(self, age: int, cache_status: bytes) -> None:
         self.head = self.prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (age, cache_status)
