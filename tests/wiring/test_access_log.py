@@ -52,9 +52,18 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) 
 
 
 def lines_of(path: Path) -> list[dict[str, object]]:
+    """The file's whole lines, parsed. A writer thread may be in the middle of a line while
+    the test polls: what follows the last newline is left for the next poll, and a test that
+    reads after the writer is closed checks :func:`ends_whole` too."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+def ends_whole(path: Path) -> bool:
+    data = path.read_bytes()
+    return not data or data.endswith(b"\n")
 
 
 # -- the writer on its own ---------------------------------------------------------------------------
@@ -108,6 +117,7 @@ def test_lines_are_whole_json_objects_and_reopen_follows_logrotate(tmp_path: Pat
     log.close()
     moved = lines_of(tmp_path / "access.log.1")
     fresh = lines_of(path)
+    assert ends_whole(tmp_path / "access.log.1") and ends_whole(path)
     assert [r["target"] for r in moved] == [f"/{i}" for i in range(100)]
     assert [r["target"] for r in fresh] == [f"/{i}" for i in range(100, 150)]
     assert all(set(r) == FIELDS for r in moved + fresh)
