@@ -171,6 +171,8 @@ class NgH2Protocol(H2Protocol):
         transport = self.transport
         budget = WRITE_BUDGET
         while True:
+            if self.write_paused and not (self.ending or self.closing):
+                break  # resume_writing flushes: nothing more into a paused transport (a GOAWAY still goes)
             data = conn.data_to_send(OUT_PIECE)
             if data:
                 if transport is not None and not self.closing:
