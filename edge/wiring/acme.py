@@ -392,14 +392,17 @@ class AcmeManager:
             if issued is None:  # stopped while the order was under way
                 return
             retry = self.config.acme_retry
-            try:
-                self.install()
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                self.failures += 1
-                _say(f"certificate for {names} obtained but not loaded: {exc}; next try in {retry:g} s")
-                if await _wait(stop, retry):
-                    return
-                continue
+            while True:  # the certificate is on disk: loading it is retried, not the order
+                try:
+                    self.install()
+                    break
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    self.failures += 1
+                    _say(f"certificate for {names} obtained but not loaded: {exc}; next load in {retry:g} s")
+                    if await _wait(stop, retry):
+                        return
+                    retry = min(retry * 2, MAX_RETRY)
+            retry = self.config.acme_retry
             self.issued += 1
             _say(
                 f"certificate for {names} issued in {time.monotonic() - started:.1f} s "
