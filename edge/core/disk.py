@@ -244,6 +244,23 @@ def _unlink_all(paths: list[Path]) -> None:
             path.unlink()
 
 
+def _checked_head(fd: int, item: Item, kind: int) -> tuple[RecordHead, int, os.stat_result]:
+    """(thread) The head of the record open on ``fd``, its length and the file's stat;
+    CorruptRecord unless it is ``item``'s record of ``kind`` and the file is as long as the
+    head says."""
+    data = os.pread(fd, HEAD_READ, 0)
+    total = head_length(data[: PREFIX.size])
+    if total > len(data):
+        data += os.pread(fd, total - len(data), len(data))
+    head = decode_head(data)
+    if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
+        raise CorruptRecord("another object's record")
+    st = os.fstat(fd)
+    if st.st_size != total + head.body_length:
+        raise CorruptRecord("file length differs from the head's")
+    return head, total, st
+
+
 class DiskTier:
     """One worker's view of the node's disk cache directory."""
 
@@ -764,16 +781,7 @@ class DiskTier:
         of the same key (renamed over it, not yet indexed); CorruptRecord when it is not whole."""
         fd = os.open(self._path(item.name), os.O_RDONLY)
         try:
-            data = os.pread(fd, HEAD_READ, 0)
-            total = head_length(data[: PREFIX.size])
-            if total > len(data):
-                data += os.pread(fd, total - len(data), len(data))
-            head = decode_head(data)
-            if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
-                raise CorruptRecord("another object's record")
-            st = os.fstat(fd)
-            if st.st_size != total + head.body_length:
-                raise CorruptRecord("file length differs from the head's")
+            head, total, st = _checked_head(fd, item, kind)
             if (head.response_time, head.body_length) != (item.response_time, item.body_length):
                 os.close(fd)
                 return None
@@ -823,16 +831,7 @@ class DiskTier:
         asked, verified)."""
         fd = os.open(self._path(item.name), os.O_RDONLY)
         try:
-            data = os.pread(fd, HEAD_READ, 0)
-            total = head_length(data[: PREFIX.size])
-            if total > len(data):
-                data += os.pread(fd, total - len(data), len(data))
-            head = decode_head(data)
-            if head.key != item.key or head.secondary != item.secondary or head.kind != kind:
-                raise CorruptRecord("another object's record")
-            st = os.fstat(fd)
-            if st.st_size != total + head.body_length:
-                raise CorruptRecord("file length differs from the head's")
+            head, total, st = _checked_head(fd, item, kind)
             # The body read on its own: one copy from the page cache, none to cut it out.
             body = os.pread(fd, head.body_length, total) if head.body_length else b""
         finally:
