@@ -572,24 +572,30 @@ class H2Protocol(asyncio.Protocol):
         if h2_stream is None or h2_stream.closed:
             return  # reset by the client in the same read: no work for a request nobody awaits
         stream = _Stream()
+        ended = event.stream_ended is not None
+        req = self.open_request(stream_id, stream, cast(Headers, event.headers or []), ended)
+        if req is not None and ended and not self.try_hit(stream_id, stream, req):
+            self.start(stream_id, stream, req)
+
+    def open_request(self, stream_id: int, stream: _Stream, pairs: Headers, ended: bool) -> Request | None:
+        """Check and parse a new stream's field block (``pairs``, cookie crumbs joined) into
+        the request on ``stream``, now in the front's table; None when it was refused (its
+        answer is under way) or opened a WebSocket tunnel. Shared by both engines."""
         self.streams[stream_id] = stream
-        pairs = event.headers or ()
         method, path, authority, headers = split_pseudo(pairs)
         malformed = malformed_request(pairs)
         if method == b"CONNECT" and malformed is None and (protocol := connect_protocol(pairs)) is not None:
-            ended = event.stream_ended is not None
             self.open_tunnel(stream_id, stream, protocol, path, authority, headers, ended)
-            return
+            return None
         try:
             if malformed is not None:
                 raise Refusal(400, f"malformed request: {malformed}")
             req = self.rules.from_pseudo(method, path, authority, headers, self.client, "2")
         except Refusal as refusal:
             self.refuse(stream_id, stream, refusal, method, path, authority or dict(headers).get(b"host"))
-            return
+            return None
         stream.req = req
-        if event.stream_ended is not None and not self.try_hit(stream_id, stream, req):
-            self.start(stream_id, stream, req)
+        return req
 
     def on_data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0

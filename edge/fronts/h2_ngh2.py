@@ -41,11 +41,10 @@ from edge.fronts import h2 as h2_front
 from edge.fronts.h1 import NOT_REPLAYED, REPLAY_MAX_BYTES, REPLAY_TABLE_SIZE, SEEN_ONCE, Replay
 from edge.fronts.h2 import MAX_STREAMS, H2Protocol, _H2HitHead, _Stream
 from edge.fronts.h2_limits import MAX_CONTINUATIONS, MAX_CREDIT
-from edge.fronts.request import Refusal, body_too_large
-from edge.fronts.stream_tunnel import connect_protocol
+from edge.fronts.request import body_too_large
 from edge.http.fields import Headers
-from edge.http.h2_request import malformed_request, malformed_trailers
-from edge.http.message import Request, split_pseudo
+from edge.http.h2_request import malformed_trailers
+from edge.http.message import Request
 
 __all__ = ["NgH2Protocol"]
 
@@ -341,23 +340,9 @@ class NgH2Protocol(H2Protocol):
                 replays.pop(pairs, None)  # the route no longer holds
                 wanted = 1
         stream = _Stream()
-        self.streams[stream_id] = stream
-        joined = _join_cookies(pairs)
-        method, path, authority, headers = split_pseudo(joined)
-        malformed = malformed_request(joined)
-        if method == b"CONNECT" and malformed is None and (protocol := connect_protocol(joined)) is not None:
-            self.open_tunnel(stream_id, stream, protocol, path, authority, headers, event.end_stream)
-            return
-        try:
-            if malformed is not None:
-                raise Refusal(400, f"malformed request: {malformed}")
-            req = self.rules.from_pseudo(method, path, authority, headers, self.client, "2")
-        except Refusal as refusal:
-            self.refuse(stream_id, stream, refusal, method, path, authority or dict(headers).get(b"host"))
-            return
-        stream.req = req
-        if not event.end_stream:
-            return  # the body follows: on_stream_ended
+        req = self.open_request(stream_id, stream, _join_cookies(pairs), event.end_stream)
+        if req is None or not event.end_stream:
+            return  # refused, a tunnel, or the body follows (on_stream_ended)
         found = self.fresh_hit(req)
         if found is None:
             self.start(stream_id, stream, req)
