@@ -668,6 +668,8 @@ class H1Protocol(asyncio.Protocol):
         entry, body = found
         transport = self.transport
         assert transport is not None
+        # The head as _answer_hit makes it, written out again: one shared method for both cost
+        # the memory hit 9 % more instructions (11,262 -> 12,308, benchmarks.hit_path_micro).
         age = int(entry.corrected_initial_age + (now - entry.response_time))
         memo: WireHitHead | None = entry.wire.get("h1")
         if memo is None:
